@@ -1,0 +1,109 @@
+"""SQLAlchemy 2 models of the metadata database.
+
+Schema changes go through Alembic migrations in `tsloom/db/migrations/versions/`;
+never rely on `create_all` outside tests of the migrations themselves.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Dataset(Base):
+    """One lake table: its name, schema summary, extent and lake version."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True, nullable=False)
+    database: Mapped[str] = mapped_column(String(64), nullable=False)
+    table: Mapped[str] = mapped_column("table_name", String(64), nullable=False)
+    ts_column: Mapped[str] = mapped_column(String(128), nullable=False)
+    key_columns: Mapped[list] = mapped_column(JSON, nullable=False, default=list)
+    row_count: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    ts_min: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ts_max: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    lake_version: Mapped[int | None] = mapped_column(BigInteger)
+    lake_uri: Mapped[str] = mapped_column(Text, nullable=False)
+    description: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+    columns: Mapped[list[DatasetColumn]] = relationship(
+        back_populates="dataset",
+        cascade="all, delete-orphan",
+        order_by="DatasetColumn.position",
+        lazy="selectin",
+    )
+
+
+class DatasetColumn(Base):
+    """A key or value column of a dataset, with its type and unit."""
+
+    __tablename__ = "dataset_columns"
+    __table_args__ = (UniqueConstraint("dataset_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(
+        ForeignKey("datasets.id", ondelete="CASCADE"), nullable=False
+    )
+    name: Mapped[str] = mapped_column(String(128), nullable=False)
+    role: Mapped[str] = mapped_column(String(16), nullable=False)  # "key" or "value"
+    dtype: Mapped[str] = mapped_column(String(64), nullable=False)
+    unit: Mapped[str | None] = mapped_column(String(64))
+    nullable: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    position: Mapped[int] = mapped_column(Integer, nullable=False)
+
+    dataset: Mapped[Dataset] = relationship(back_populates="columns")
+
+
+class IngestionWatermark(Base):
+    """The high-water mark of an incremental source (e.g. a SQL table's timestamp)."""
+
+    __tablename__ = "ingestion_watermarks"
+    __table_args__ = (UniqueConstraint("dataset_name", "source"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_name: Mapped[str] = mapped_column(String(128), nullable=False)
+    source: Mapped[str] = mapped_column(String(512), nullable=False)
+    value: Mapped[str] = mapped_column(String(64), nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+
+class IngestionRun(Base):
+    """One ingestion into a dataset: where from, how many rows, which lake version it made."""
+
+    __tablename__ = "ingestion_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_name: Mapped[str] = mapped_column(String(128), nullable=False, index=True)
+    origin: Mapped[str] = mapped_column(Text, nullable=False)
+    rows_in: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    rows_written: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    lake_version: Mapped[int | None] = mapped_column(BigInteger)
+    finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,0 +1,46 @@
+"""One error family so every layer can say what went wrong, where, and how to fix it.
+
+The CLI prints these as a short message plus a hint instead of a traceback.
+"""
+
+from __future__ import annotations
+
+
+class TsloomError(Exception):
+    """Base class: `message` says what and where, `hint` says how to fix it."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
+
+
+class ConfigError(TsloomError):
+    """Settings that cannot be used (bad URL, unreadable tsloom.toml)."""
+
+
+class InvalidNameError(TsloomError):
+    """A user-supplied name that would be unsafe or ambiguous as a path or id."""
+
+
+class UnknownDatasetError(TsloomError):
+    """A dataset name that is not in the catalog."""
+
+
+class InputDataError(TsloomError):
+    """Input rows that cannot be ingested: bad timestamps, non-numeric values, empty files."""
+
+
+class SchemaChangeError(TsloomError):
+    """A batch whose columns clash with the dataset's existing schema."""
+
+
+class SourceError(TsloomError):
+    """A source (database, broker, file) that cannot be reached or read."""
+
+
+class PrepError(TsloomError):
+    """A series that a preprocessing step cannot work on (too short, constant, all missing)."""
