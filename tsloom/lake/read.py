@@ -45,7 +45,8 @@ def read_dataset(
         latest = table.version()
         if not 0 <= version <= latest:
             raise TsloomError(
-                f"dataset {dataset} has lake versions 0 to {latest}; version {version} does not exist",
+                f"dataset {dataset} has lake versions 0 to {latest}; "
+                f"version {version} does not exist",
                 hint="see `tsloom datasets history` for the versions",
             )
         table.load_as_version(version)

@@ -56,7 +56,10 @@ def apply_retention(
         if dry_run or doomed.height == 0:
             return RetentionPlan(dataset, cutoff, doomed)
         y, m, d = cutoff.year, cutoff.month, cutoff.day
-        predicate = f"year < {y} OR (year = {y} AND month < {m}) OR (year = {y} AND month = {m} AND day < {d})"
+        predicate = (
+            f"year < {y} OR (year = {y} AND month < {m}) "
+            f"OR (year = {y} AND month = {m} AND day < {d})"
+        )
         table.delete(predicate)
         vacuumed = table.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
         stats = lake_table.stats(table)
