@@ -251,4 +251,4 @@ class Catalog:
                     IngestionWatermark.dataset_name == dataset
                 )
             )
-            return dict(rows.tuples().all())
+            return {source: value for source, value in rows}

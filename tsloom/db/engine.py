@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,17 +36,44 @@ def _head_revision() -> str:
 
 
 def migrate(engine: sa.Engine) -> None:
-    """Upgrade the schema to the newest migration if it is behind (cheap when current)."""
+    """Upgrade the schema to the newest migration if it is behind (cheap when current).
+
+    Several processes may open a fresh database at once, so the upgrade runs under a
+    lock (a file lock for SQLite, an advisory lock on servers) and re-checks inside it.
+    """
     from alembic import command
     from alembic.runtime.migration import MigrationContext
 
     head = _head_revision()
     with engine.connect() as conn:
-        current = MigrationContext.configure(conn).get_current_revision()
-    if current == head:
-        return
-    with engine.begin() as conn:
-        command.upgrade(_alembic_config(conn), "head")
+        if MigrationContext.configure(conn).get_current_revision() == head:
+            return
+    with _migration_lock(engine), engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(727274)"))
+        if MigrationContext.configure(conn).get_current_revision() != head:
+            command.upgrade(_alembic_config(conn), "head")
+
+
+@contextmanager
+def _migration_lock(engine: sa.Engine) -> Iterator[None]:
+    if engine.dialect.name == "sqlite" and engine.url.database:
+        fd = os.open(f"{engine.url.database}.migrate.lock", os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+    elif engine.dialect.name in ("mysql", "mariadb"):
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT GET_LOCK('tsloom_migrate', 120)"))
+            try:
+                yield
+            finally:
+                conn.execute(sa.text("SELECT RELEASE_LOCK('tsloom_migrate')"))
+    else:
+        yield
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

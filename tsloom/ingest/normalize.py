@@ -77,9 +77,13 @@ def parse_timestamps(
         )
     dtype = column.dtype
     if dtype == pl.String:
-        parsed = column.str.strip_chars().str.to_datetime(
-            format=ts_format, strict=False, time_unit="us"
-        )
+        try:
+            parsed = column.str.strip_chars().str.to_datetime(
+                format=ts_format, strict=False, time_unit="us"
+            )
+        except pl.exceptions.PolarsError:
+            # The format is inferred from the first value; it could not be read at all.
+            parsed = pl.Series(name, [None] * len(column), dtype=pl.Datetime("us"))
         bad = _first_bad(column, parsed)
         if bad is not None or (parsed.null_count() == len(parsed) and len(parsed)):
             index = bad if bad is not None else 0
