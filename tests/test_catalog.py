@@ -89,3 +89,9 @@ def test_watermarks_are_per_dataset_and_source(catalog: Catalog) -> None:
         "sql:a": "2022-11-23T00:00:00+00:00",
         "sql:b": "x",
     }
+
+
+def test_schema_head_constant_matches_alembic() -> None:
+    from tsloom.db.engine import SCHEMA_HEAD, _head_revision
+
+    assert _head_revision() == SCHEMA_HEAD

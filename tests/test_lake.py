@@ -193,3 +193,12 @@ def test_arrow_timestamps_are_utc_microseconds(tsloom_home: Settings) -> None:
     schema = DeltaTable(dataset_uri(tsloom_home, "airq.gwangju")).schema().to_arrow()
     ts_type = pa.schema(schema).field("ts").type
     assert ts_type == pa.timestamp("us", tz="UTC")
+
+
+def test_sub_millisecond_timestamps_are_still_deduplicated(tsloom_home: Settings) -> None:
+    """Delta's file statistics round timestamps to milliseconds; identity must not."""
+    t = datetime(2024, 5, 1, 12, 0, 0, 336713, tzinfo=UTC)
+    ingest_frame(pl.DataFrame({"t": [t], "v": [1.0]}), "plant.micro", ts="t")
+    later = pl.DataFrame({"t": [t, t + timedelta(microseconds=1)], "v": [1.0, 2.0]})
+    assert ingest_frame(later, "plant.micro", ts="t").rows_written == 1
+    assert read_dataset("plant.micro")["ts"].to_list() == [t, t + timedelta(microseconds=1)]

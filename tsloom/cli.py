@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tsloom.errors import TsloomError
+from tsloom.render import fmt_time, render_dataset, render_ingest
 
 app = typer.Typer(
     help="tsloom: fragmented time series to trained, searchable, served models.",
@@ -45,33 +46,6 @@ def _units(pairs: list[str] | None) -> dict[str, str]:
     return out
 
 
-def _fmt_time(value) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
-
-
-def print_ingest(result) -> None:
-    """One line per ingestion, in words a person can check."""
-    parts = [
-        f"[bold]{result.dataset}[/]: {result.rows_written:,} new rows",
-        f"of {result.rows_in:,} read",
-    ]
-    if result.rows_already_present:
-        parts.append(f"{result.rows_already_present:,} already in the lake")
-    if result.duplicates_dropped:
-        parts.append(f"{result.duplicates_dropped:,} duplicate (keys, ts) rows in the input")
-    console.print(", ".join(parts) + f"; lake version {result.lake_version}")
-    if result.new_columns:
-        console.print(
-            f"[yellow]note:[/] new column(s) {', '.join(result.new_columns)} added as nullable; "
-            "earlier rows read as null"
-        )
-    if result.ts_unit_guessed:
-        console.print(
-            f"[yellow]note:[/] epoch timestamps read as {result.ts_unit_guessed}; "
-            "pass --ts-unit to be explicit"
-        )
-
-
 @app.command("config")
 def config_cmd() -> None:
     """Show the settings in force and where each comes from."""
@@ -79,6 +53,35 @@ def config_cmd() -> None:
 
     for key, value in load_settings().describe().items():
         console.print(f"[bold]{key}[/] = {value}")
+
+
+@app.command("demo")
+def demo_cmd(
+    days: Annotated[int, typer.Option(help="days of synthetic data")] = 14,
+    seed: Annotated[int, typer.Option(help="random seed")] = 7,
+) -> None:
+    """Generate synthetic sensors, ingest them and show the catalog (no servers needed)."""
+    from tsloom.demo import run_demo
+
+    run_demo(console, days=days, seed=seed)
+
+
+@app.command("generate")
+def generate_cmd(
+    out: Annotated[Path, typer.Option(help="folder for <dataset>.csv and .truth.json")],
+    days: Annotated[int, typer.Option(help="days of data per source")] = 14,
+    seed: Annotated[int, typer.Option(help="random seed")] = 7,
+) -> None:
+    """Write the synthetic demo sources (5 min, 10 min ± 49 s, 1 h) with their ground truth."""
+    from tsloom.sources.synthetic import write_demo
+
+    for f in write_demo(out, days=days, seed=seed):
+        console.print(
+            f"{f.path}: {f.rows:,} rows of {f.dataset} (ts column {f.ts_column!r}, "
+            f"keys {', '.join(f.key_columns)}; ingest with "
+            f"`tsloom ingest file {f.path} --dataset {f.dataset} --ts {f.ts_column} "
+            f"--keys {','.join(f.key_columns)}`)"
+        )
 
 
 @ingest_app.command("file")
@@ -109,7 +112,91 @@ def ingest_file_cmd(
         tz=tz,
         units=_units(unit),
     )
-    print_ingest(result)
+    render_ingest(console, result)
+
+
+@ingest_app.command("sql")
+def ingest_sql_cmd(
+    url: Annotated[str, typer.Argument(help="database URL, e.g. postgresql://user@host/db")],
+    table: Annotated[str, typer.Option(help="table or view to read")],
+    ts_column: Annotated[str, typer.Option(help="timestamp column that only grows")],
+    dataset: Annotated[str, typer.Option(help="target dataset, 'database.table'")],
+    keys: Annotated[str | None, typer.Option(help="key columns, comma-separated")] = None,
+    values: Annotated[str | None, typer.Option(help="value columns (default: numeric)")] = None,
+    tz: Annotated[str | None, typer.Option(help="zone of naive timestamps (default UTC)")] = None,
+    every: Annotated[
+        str | None, typer.Option(help="poll interval, e.g. 10s (default: once)")
+    ] = None,
+    lag: Annotated[str, typer.Option(help="leave rows younger than this for later")] = "0s",
+    batch_size: Annotated[int, typer.Option(help="rows per lake commit")] = 50_000,
+) -> None:
+    """Incremental ingestion by a timestamp column (JDBC `timestamp` mode), once or polling."""
+    from tsloom.sources.sql import ingest_sql, poll_sql
+
+    common = dict(
+        dataset=dataset,
+        ts_column=ts_column,
+        keys=_split(keys),
+        values=_split(values) or None,
+        tz=tz,
+        lag=lag,
+        batch_size=batch_size,
+    )
+
+    def show(summary) -> None:
+        console.print(
+            f"[bold]{summary.dataset}[/]: {summary.rows_written:,} new rows of "
+            f"{summary.rows_read:,} read; high-water mark {summary.watermark or '-'}; "
+            f"lake version {summary.lake_version}"
+        )
+
+    if every is None:
+        show(ingest_sql(url, table, **common))
+        return
+    console.print(f"polling {table} every {every}; Ctrl-C to stop")
+    total = poll_sql(url, table, every=every, on_poll=show, **common)
+    console.print(f"stopped after {total.polls} polls: {total.rows_written:,} new rows in all")
+
+
+@ingest_app.command("mqtt")
+def ingest_mqtt_cmd(
+    topic: Annotated[list[str], typer.Option(help="topic filter, repeatable ('sensors/#')")],
+    dataset: Annotated[str, typer.Option(help="target dataset, 'database.table'")],
+    mapping: Annotated[Path, typer.Option(help="YAML: time, time_unit, keys, values, units")],
+    host: Annotated[str, typer.Option(help="broker host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="broker port")] = 1883,
+    batch_size: Annotated[int, typer.Option(help="readings per lake commit")] = 1000,
+    batch_age: Annotated[str, typer.Option(help="commit an open batch this old")] = "5s",
+    client_id: Annotated[str | None, typer.Option(help="MQTT client id (session)")] = None,
+    max_messages: Annotated[int | None, typer.Option(help="stop after N messages")] = None,
+    idle_timeout: Annotated[float | None, typer.Option(help="stop after N idle seconds")] = None,
+) -> None:
+    """Subscribe to MQTT topics and append readings in batches until interrupted."""
+    from tsloom.sources.mqtt import MqttIngestor, stop_on_signals
+
+    ingestor = MqttIngestor(
+        dataset,
+        topic,
+        mapping,
+        host=host,
+        port=port,
+        batch_size=batch_size,
+        batch_age=batch_age,
+        client_id=client_id,
+        on_batch=lambda result, stats: console.print(
+            f"committed {stats.batches} batch(es): {stats.rows_written:,} new rows, "
+            f"{stats.malformed} malformed"
+        ),
+    )
+    console.print(f"subscribed to {', '.join(topic)} on {host}:{port}; Ctrl-C to stop")
+    with stop_on_signals(ingestor):
+        stats = ingestor.run(max_messages=max_messages, idle_timeout=idle_timeout)
+    console.print(
+        f"{dataset}: {stats.messages:,} messages, {stats.rows_written:,} new rows, "
+        f"{stats.malformed} malformed ({stats.stop_reason}); lake version {stats.lake_version}"
+    )
+    if stats.malformed and stats.dead_letter:
+        console.print(f"malformed payloads kept in {stats.dead_letter}")
 
 
 @datasets_app.command("list")
@@ -133,8 +220,8 @@ def datasets_list(
             ",".join(i.keys) or "-",
             ",".join(i.value_columns),
             f"{i.row_count:,}",
-            _fmt_time(i.ts_min),
-            _fmt_time(i.ts_max),
+            fmt_time(i.ts_min),
+            fmt_time(i.ts_max),
             str(i.lake_version),
         )
     console.print(table)
@@ -153,48 +240,7 @@ def datasets_show(
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
         return
-    info = report.info
-    console.print(f"[bold]{info.name}[/]  ({info.lake_uri})")
-    console.print(
-        f"{info.row_count:,} rows from {_fmt_time(info.ts_min)} to {_fmt_time(info.ts_max)} UTC, "
-        f"lake version {info.lake_version}"
-    )
-    schema = Table("column", "role", "type", "unit")
-    schema.add_row("ts", "time", "timestamp (UTC)", f"from {info.ts_column!r}")
-    for c in info.columns:
-        schema.add_row(c.name, c.role, c.dtype, c.unit or "")
-    console.print(schema)
-    parts = report.partitions
-    console.print(
-        f"partitions year=/month=/day=: {parts.height} days, {int(parts['files'].sum() or 0)} files"
-    )
-    if partitions:
-        listing = Table("partition", "files", "rows", "bytes")
-        for row in parts.iter_rows(named=True):
-            listing.add_row(
-                f"year={row['year']}/month={row['month']}/day={row['day']}",
-                str(row["files"]),
-                f"{row['rows']:,}",
-                f"{row['bytes']:,}",
-            )
-    else:
-        listing = Table("year", "month", "days", "rows")
-        for row in report.months().iter_rows(named=True):
-            listing.add_row(
-                str(row["year"]),
-                f"{row['month']:02d}",
-                f"{row['days']} ({row['first_day']}–{row['last_day']})",
-                f"{row['rows']:,}",
-            )
-    console.print(listing)
-    if report.runs:
-        last = report.runs[0]
-        console.print(
-            f"last ingestion {_fmt_time(last.finished_at)} from {last.origin}: "
-            f"{last.rows_written:,} new of {last.rows_in:,}"
-        )
-    for source, mark in report.watermarks.items():
-        console.print(f"high-water mark {mark} for {source}")
+    render_dataset(console, report, partitions=partitions)
 
 
 @datasets_app.command("read")
@@ -247,7 +293,7 @@ def datasets_history(name: str) -> None:
     for h in dataset_history(name):
         table.add_row(
             str(h["version"]),
-            _fmt_time(h["time"]),
+            fmt_time(h["time"]),
             str(h["operation"]),
             str(h["rows_added"] or ""),
             str(h["rows_removed"] or ""),

@@ -60,6 +60,61 @@ def _guess_epoch_unit(values: pl.Series) -> str:
     return "ns"
 
 
+# Formats tried in order on a sample; an explicit format parses ~20x faster than
+# polars' per-value inference, which matters for files of millions of rows.
+_COMMON_FORMATS = (
+    "%Y-%m-%dT%H:%M:%S%#z",
+    "%Y-%m-%dT%H:%M:%S%.f%#z",
+    "%Y-%m-%d %H:%M:%S%#z",
+    "%Y-%m-%d %H:%M:%S%.f%#z",
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%dT%H:%M:%S",
+    "%Y-%m-%d %H:%M:%S%.f",
+    "%Y-%m-%dT%H:%M:%S%.f",
+    "%Y-%m-%d %H:%M",
+    "%Y-%m-%dT%H:%M",
+    "%Y-%m-%d",
+)
+
+
+def _try_format(column: pl.Series, fmt: str | None) -> pl.Series | None:
+    try:
+        return column.str.to_datetime(format=fmt, strict=False, time_unit="us")
+    except pl.exceptions.PolarsError:
+        return None
+
+
+def _guess_format(sample: pl.Series) -> str | None:
+    """The common format that reads most of `sample` (None: leave it to polars)."""
+    best, best_count = None, 0
+    for fmt in _COMMON_FORMATS:
+        parsed = _try_format(sample, fmt)
+        count = 0 if parsed is None else len(parsed) - parsed.null_count()
+        if count > best_count:
+            best, best_count = fmt, count
+        if count == len(sample):
+            break
+    return best
+
+
+def _parse_strings(column: pl.Series, ts_format: str | None) -> pl.Series:
+    """Parse text timestamps; unparseable values become null (reported by the caller)."""
+    if ts_format is None:
+        ts_format = _guess_format(column.drop_nulls().head(200))
+    parsed = _try_format(column, ts_format)
+    if parsed is None or parsed.null_count() > column.null_count():
+        # Stray spaces, or a format only polars' inference knows: the slow path.
+        stripped = column.str.strip_chars()
+        retry = _try_format(stripped, ts_format)
+        if retry is None or retry.null_count() > column.null_count():
+            retry = _try_format(stripped, None)
+        if retry is not None and (parsed is None or retry.null_count() < parsed.null_count()):
+            parsed = retry
+    if parsed is None:
+        return pl.Series(column.name, [None] * len(column), dtype=pl.Datetime("us"))
+    return parsed
+
+
 def parse_timestamps(
     column: pl.Series,
     *,
@@ -77,13 +132,7 @@ def parse_timestamps(
         )
     dtype = column.dtype
     if dtype == pl.String:
-        try:
-            parsed = column.str.strip_chars().str.to_datetime(
-                format=ts_format, strict=False, time_unit="us"
-            )
-        except pl.exceptions.PolarsError:
-            # The format is inferred from the first value; it could not be read at all.
-            parsed = pl.Series(name, [None] * len(column), dtype=pl.Datetime("us"))
+        parsed = _parse_strings(column, ts_format)
         bad = _first_bad(column, parsed)
         if bad is not None or (parsed.null_count() == len(parsed) and len(parsed)):
             index = bad if bad is not None else 0
@@ -231,8 +280,23 @@ def normalize(
         ]
     )
     before = out.height
-    out = out.unique(subset=["ts", *keys], keep="first", maintain_order=True)
+    if _may_have_duplicates(out, ["ts", *keys]):
+        out = out.unique(subset=["ts", *keys], keep="first", maintain_order=True)
     return Normalized(out, tuple(keys), tuple(values), before - out.height, guessed)
+
+
+def _may_have_duplicates(frame: pl.DataFrame, columns: list[str]) -> bool:
+    """Cheap proofs of uniqueness before the exact (and costly) `unique`: rows strictly
+    increasing in (ts, keys), or no two rows with the same hash."""
+    increasing = None
+    for column in reversed(columns):
+        col, prev = pl.col(column), pl.col(column).shift()
+        step = col > prev if increasing is None else (col > prev) | ((col == prev) & increasing)
+        increasing = step
+    assert increasing is not None
+    if frame.select(increasing.fill_null(True).all()).item():
+        return False
+    return bool(frame.select(columns).hash_rows().is_duplicated().any())
 
 
 def units_for(values: Sequence[str], units: Mapping[str, str] | None, where: Where) -> dict:

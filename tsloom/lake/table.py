@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import pyarrow as pa
@@ -85,6 +85,17 @@ def check_schema(
     return frame.select([*existing, *new_columns]), new_columns
 
 
+def _overlaps(table: DeltaTable, frame: pl.DataFrame) -> bool:
+    """Whether the batch's time span meets the table's (from file statistics only)."""
+    existing = stats(table)
+    if existing.ts_min is None or existing.ts_max is None:
+        return existing.row_count > 0
+    # Delta keeps timestamp statistics at millisecond precision: widen by one.
+    slack = timedelta(milliseconds=1)
+    lo, hi = existing.ts_min - slack, existing.ts_max + slack
+    return not (frame["ts"].min() > hi or frame["ts"].max() < lo)
+
+
 def _present_rows(table: DeltaTable, frame: pl.DataFrame, keys: Sequence[str]) -> pl.DataFrame:
     """(ts, keys) of rows in the table within the batch's days and time span."""
     days = frame.select(PARTITIONS).unique()
@@ -124,7 +135,7 @@ def append(
     frame = with_partitions(frame)
     frame, new_columns = check_schema(table, frame, dataset)
     before = frame.height
-    if table is not None and frame.height:
+    if table is not None and frame.height and _overlaps(table, frame):
         present = _present_rows(table, frame, keys)
         if present.height:
             frame = frame.join(present, on=["ts", *keys], how="anti", nulls_equal=True)

@@ -1,0 +1,24 @@
+"""The README's demo, small: synthetic sources land in the lake once, with the truth's counts."""
+
+from rich.console import Console
+
+from tsloom.catalog import Catalog
+from tsloom.config import Settings
+from tsloom.demo import run_demo
+from tsloom.sources.synthetic import load_truth
+
+
+def test_demo_ingests_every_source_once(tsloom_home: Settings) -> None:
+    console = Console(record=True, width=160)
+    names = run_demo(console, days=2, seed=3)
+    assert names == ["airq.gwangju", "airq.seoul", "weather.station"]
+    out = console.export_text()
+    assert "ingest again: nothing is doubled" in out
+    for name in names:
+        info = Catalog().get(name)
+        truth = load_truth(tsloom_home.home / "demo-data" / f"{name}.truth.json")
+        assert info.row_count == truth.unique_rows
+        assert info.keys == ("sensor_id", "position")
+        assert info.lake_version == 0  # the second ingestion committed nothing
+        assert all(c.unit for c in info.columns if c.role == "value")
+        assert f"{name}: 0 new rows" in out

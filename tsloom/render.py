@@ -1,0 +1,82 @@
+"""Rich renderings shared by the CLI and the demo: ingestion results, dataset reports."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from tsloom.ingest import IngestResult
+from tsloom.lake.inspect import DatasetReport
+
+
+def fmt_time(value) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def render_ingest(console: Console, result: IngestResult) -> None:
+    """One line per ingestion, in words a person can check."""
+    parts = [
+        f"[bold]{result.dataset}[/]: {result.rows_written:,} new rows",
+        f"of {result.rows_in:,} read",
+    ]
+    if result.rows_already_present:
+        parts.append(f"{result.rows_already_present:,} already in the lake")
+    if result.duplicates_dropped:
+        parts.append(f"{result.duplicates_dropped:,} duplicate (keys, ts) rows in the input")
+    console.print(", ".join(parts) + f"; lake version {result.lake_version}")
+    if result.new_columns:
+        console.print(
+            f"[yellow]note:[/] new column(s) {', '.join(result.new_columns)} added as nullable; "
+            "earlier rows read as null"
+        )
+    if result.ts_unit_guessed:
+        console.print(
+            f"[yellow]note:[/] epoch timestamps read as {result.ts_unit_guessed}; "
+            "pass --ts-unit to be explicit"
+        )
+
+
+def render_dataset(console: Console, report: DatasetReport, *, partitions: bool = False) -> None:
+    """Schema, extent and partitions of one dataset."""
+    info = report.info
+    console.print(f"[bold]{info.name}[/]  ({info.lake_uri})")
+    console.print(
+        f"{info.row_count:,} rows from {fmt_time(info.ts_min)} to {fmt_time(info.ts_max)} UTC, "
+        f"lake version {info.lake_version}"
+    )
+    schema = Table("column", "role", "type", "unit")
+    schema.add_row("ts", "time", "timestamp (UTC)", f"from {info.ts_column!r}")
+    for c in info.columns:
+        schema.add_row(c.name, c.role, c.dtype, c.unit or "")
+    console.print(schema)
+    parts = report.partitions
+    console.print(
+        f"partitions year=/month=/day=: {parts.height} days, {int(parts['files'].sum() or 0)} files"
+    )
+    if partitions:
+        listing = Table("partition", "files", "rows", "bytes")
+        for row in parts.iter_rows(named=True):
+            listing.add_row(
+                f"year={row['year']}/month={row['month']}/day={row['day']}",
+                str(row["files"]),
+                f"{row['rows']:,}",
+                f"{row['bytes']:,}",
+            )
+    else:
+        listing = Table("year", "month", "days", "rows")
+        for row in report.months().iter_rows(named=True):
+            listing.add_row(
+                str(row["year"]),
+                f"{row['month']:02d}",
+                f"{row['days']} ({row['first_day']}–{row['last_day']})",
+                f"{row['rows']:,}",
+            )
+    console.print(listing)
+    if report.runs:
+        last = report.runs[0]
+        console.print(
+            f"last ingestion {fmt_time(last.finished_at)} from {last.origin}: "
+            f"{last.rows_written:,} new of {last.rows_in:,}"
+        )
+    for source, mark in report.watermarks.items():
+        console.print(f"high-water mark {mark} for {source}")
