@@ -1,6 +1,9 @@
-"""Ingestion: any source's frame → checked, normalised rows → lake → catalog."""
+"""Ingestion: any source's frame → checked, normalised rows → lake → catalog.
 
-from tsloom.ingest.normalize import Normalized, Where, normalize
+The checks live in `tsloom.ingest.normalize`, the single write path in
+`tsloom.ingest.writer`.
+"""
+
 from tsloom.ingest.writer import IngestResult, ingest_frame
 
-__all__ = ["IngestResult", "Normalized", "Where", "ingest_frame", "normalize"]
+__all__ = ["IngestResult", "ingest_frame"]
