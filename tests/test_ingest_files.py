@@ -35,9 +35,11 @@ def test_etth1_ingests_as_it_is(tsloom_home: Settings, ett_dir: Path) -> None:
     assert "partitions year=/month=/day=: 726 days" in shown.output
     as_json = json.loads(runner.invoke(app, ["datasets", "show", "power.etth1", "--json"]).output)
     assert as_json["row_count"] == 17420
-    assert {
-        k: as_json["partitions"][-1][k] for k in ("year", "month", "day")
-    } == {"year": 2018, "month": 6, "day": 26}
+    assert {k: as_json["partitions"][-1][k] for k in ("year", "month", "day")} == {
+        "year": 2018,
+        "month": 6,
+        "day": 26,
+    }
     assert as_json["partitions"][-1]["rows"] == 20  # 00:00 … 19:00
     again = runner.invoke(
         app,
