@@ -95,3 +95,27 @@ def test_schema_head_constant_matches_alembic() -> None:
     from tsloom.db.engine import SCHEMA_HEAD, _head_revision
 
     assert _head_revision() == SCHEMA_HEAD
+
+
+def test_lineage_is_recorded_and_replaced(catalog: Catalog) -> None:
+    assert catalog.lineage("airq.gwangju_clean") is None
+    steps = [{"step": "dedup", "policy": "first"}, {"step": "impute", "method": "time"}]
+    catalog.set_lineage(
+        "airq.gwangju_clean",
+        parent="airq.gwangju",
+        parent_version=3,
+        steps=steps,
+        report_path="/r.json",
+        lake_version=0,
+    )
+    catalog.set_lineage(
+        "airq.gwangju_clean",
+        parent="airq.gwangju",
+        parent_version=4,
+        steps=steps[:1],
+        report_path="/r2.json",
+        lake_version=1,
+    )
+    info = catalog.lineage("airq.gwangju_clean")
+    assert (info.parent, info.parent_version, info.lake_version) == ("airq.gwangju", 4, 1)
+    assert info.steps == steps[:1]

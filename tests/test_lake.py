@@ -202,3 +202,14 @@ def test_sub_millisecond_timestamps_are_still_deduplicated(tsloom_home: Settings
     later = pl.DataFrame({"t": [t, t + timedelta(microseconds=1)], "v": [1.0, 2.0]})
     assert ingest_frame(later, "plant.micro", ts="t").rows_written == 1
     assert read_dataset("plant.micro")["ts"].to_list() == [t, t + timedelta(microseconds=1)]
+
+
+def test_overwrite_replaces_rows_and_keeps_history(tsloom_home: Settings) -> None:
+    first = ingest_frame(readings(START, 4), "airq.derived", ts="time", keys=["sensor"])
+    fewer = readings(START, 2, sensors=(1,)).with_columns(pl.col("co2") * 2)
+    result = ingest_frame(fewer, "airq.derived", ts="time", keys=["sensor"], mode="overwrite")
+    assert result.rows_written == 2
+    assert read_dataset("airq.derived")["co2"].to_list() == [802.0, 804.0]
+    assert read_dataset("airq.derived", version=first.lake_version).height == 8
+    info = Catalog().get("airq.derived")
+    assert info.row_count == 2 and info.lake_version == first.lake_version + 1

@@ -15,7 +15,13 @@ import sqlalchemy as sa
 
 from tsloom.config import Settings, load_settings
 from tsloom.db.engine import session_scope
-from tsloom.db.models import Dataset, DatasetColumn, IngestionRun, IngestionWatermark
+from tsloom.db.models import (
+    Dataset,
+    DatasetColumn,
+    DatasetLineage,
+    IngestionRun,
+    IngestionWatermark,
+)
 from tsloom.errors import UnknownDatasetError
 from tsloom.names import split_dataset_name, validate_dataset_name
 
@@ -60,6 +66,24 @@ class DatasetInfo:
             "lake_version": self.lake_version,
             "lake_uri": self.lake_uri,
         }
+
+
+@dataclass(frozen=True)
+class LineageInfo:
+    """A derived dataset's origin: parent dataset and lake version, and the steps applied."""
+
+    dataset: str
+    parent: str
+    parent_version: int | None
+    steps: list
+    report_path: str | None
+    lake_version: int | None
+    created_at: datetime | None
+
+    def to_dict(self) -> dict:
+        out = dict(self.__dict__)
+        out["created_at"] = self.created_at.isoformat() if self.created_at else None
+        return out
 
 
 @dataclass(frozen=True)
@@ -142,8 +166,11 @@ class Catalog:
         origin: str,
         rows_in: int,
         rows_written: int,
+        replace: bool = False,
     ) -> DatasetInfo:
-        """Create or update the entry after a lake write, and log the ingestion run."""
+        """Create or update the entry after a lake write, and log the ingestion run.
+
+        `replace` rebuilds keys and columns (after an overwrite of the whole table)."""
         database, table = split_dataset_name(name)
         with session_scope(self.url) as s:
             row = s.scalar(sa.select(Dataset).where(Dataset.name == name))
@@ -158,6 +185,10 @@ class Catalog:
                     row_count=0,
                 )
                 s.add(row)
+            if replace:
+                row.columns.clear()
+                row.key_columns, row.ts_column, row.lake_uri = list(keys), ts_column, lake_uri
+                s.flush()
             existing = {c.name: c for c in row.columns}
             for column in columns:
                 current = existing.get(column.name)
@@ -252,3 +283,38 @@ class Catalog:
                 )
             )
             return {source: value for source, value in rows}
+
+    def set_lineage(
+        self,
+        dataset: str,
+        *,
+        parent: str,
+        parent_version: int | None,
+        steps: list,
+        report_path: str | None,
+        lake_version: int | None,
+    ) -> None:
+        """Record (or replace) how `dataset` was derived from `parent`."""
+        with session_scope(self.url) as s:
+            row = s.scalar(sa.select(DatasetLineage).where(DatasetLineage.dataset_name == dataset))
+            if row is None:
+                row = DatasetLineage(dataset_name=dataset)
+                s.add(row)
+            row.parent_name, row.parent_version = parent, parent_version
+            row.steps, row.report_path, row.lake_version = steps, report_path, lake_version
+            row.created_at = datetime.now(UTC)
+
+    def lineage(self, dataset: str) -> LineageInfo | None:
+        with session_scope(self.url) as s:
+            row = s.scalar(sa.select(DatasetLineage).where(DatasetLineage.dataset_name == dataset))
+            if row is None:
+                return None
+            return LineageInfo(
+                dataset=row.dataset_name,
+                parent=row.parent_name,
+                parent_version=row.parent_version,
+                steps=list(row.steps or []),
+                report_path=row.report_path,
+                lake_version=row.lake_version,
+                created_at=_utc(row.created_at),
+            )

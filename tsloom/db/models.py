@@ -107,3 +107,18 @@ class IngestionRun(Base):
     rows_written: Mapped[int] = mapped_column(BigInteger, nullable=False)
     lake_version: Mapped[int | None] = mapped_column(BigInteger)
     finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DatasetLineage(Base):
+    """How a derived dataset was made: from which dataset and lake version, by which steps."""
+
+    __tablename__ = "dataset_lineage"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_name: Mapped[str] = mapped_column(String(128), nullable=False, unique=True)
+    parent_name: Mapped[str] = mapped_column(String(128), nullable=False)
+    parent_version: Mapped[int | None] = mapped_column(BigInteger)
+    steps: Mapped[list] = mapped_column(JSON, nullable=False, default=list)
+    report_path: Mapped[str | None] = mapped_column(Text)
+    lake_version: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -65,18 +65,25 @@ def ingest_frame(
     origin: str = "input",
     first_row: int = 1,
     row_label: str = "row",
+    mode: str = "append",
     settings: Settings | None = None,
 ) -> IngestResult:
     """Validate `frame`, append its new rows to `dataset`'s lake table, update the catalog.
 
     Idempotent: rows already in the lake (same keys and ts) are skipped. Atomic: the lake
     gets one commit or none, and nothing is written when any row is invalid.
+    `mode="overwrite"` replaces the dataset's rows instead (for derived datasets that are
+    rebuilt whole, such as cleaned series); the catalog entry is rebuilt too.
     """
+    if mode not in ("append", "overwrite"):
+        raise ValueError(f"mode must be 'append' or 'overwrite', not {mode!r}")
     validate_dataset_name(dataset)
     settings = settings or load_settings()
     where = Where(origin, first_row, row_label)
     catalog = Catalog(settings)
     existing = catalog.find(dataset)
+    if mode == "overwrite":
+        existing = None  # keys and columns are rebuilt; the entry is replaced after the commit
     if existing is not None and keys == () and existing.keys:
         keys = existing.keys  # re-ingest with the dataset's own keys by default
     _check_keys(existing, keys, dataset)
@@ -94,7 +101,10 @@ def ingest_frame(
     uri = dataset_uri(settings, dataset)
     options = settings.storage_options(uri)
     with dataset_lock(settings, dataset):
-        outcome = lake_table.append(uri, norm.frame, norm.keys, dataset, options)
+        if mode == "overwrite":
+            outcome = lake_table.overwrite(uri, norm.frame, options)
+        else:
+            outcome = lake_table.append(uri, norm.frame, norm.keys, dataset, options)
         table = lake_table.open_table(uri, options)
         assert table is not None
         stats = lake_table.stats(table)
@@ -114,6 +124,7 @@ def ingest_frame(
             origin=origin,
             rows_in=frame.height,
             rows_written=outcome.rows_written,
+            replace=mode == "overwrite",
         )
     return IngestResult(
         dataset=dataset,

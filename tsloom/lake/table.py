@@ -151,6 +151,22 @@ def append(
     return AppendOutcome(frame.height, before - frame.height, version, new_columns)
 
 
+def overwrite(uri: str, frame: pl.DataFrame, storage_options: dict[str, str]) -> AppendOutcome:
+    """Replace the table's rows and schema in one commit (derived datasets are rebuilt
+    whole); earlier versions stay readable by time travel."""
+    frame = with_partitions(frame)
+    write_deltalake(
+        uri,
+        frame.to_arrow(),
+        partition_by=list(PARTITIONS),
+        mode="overwrite",
+        schema_mode="overwrite",
+        storage_options=storage_options or None,
+    )
+    version = DeltaTable(uri, storage_options=storage_options or None).version()
+    return AppendOutcome(frame.height, 0, version, ())
+
+
 def write_batches(
     uri: str,
     batches: Iterable[pa.RecordBatch],
