@@ -22,3 +22,8 @@ def test_demo_ingests_every_source_once(tsloom_home: Settings) -> None:
         assert info.lake_version == 0  # the second ingestion committed nothing
         assert all(c.unit for c in info.columns if c.role == "value")
         assert f"{name}: 0 new rows" in out
+        cleaned = Catalog().get(f"{name}_clean")
+        assert cleaned.row_count == truth.unique_rows + truth.missing_count
+        lineage = Catalog().lineage(f"{name}_clean")
+        assert lineage.parent == name and lineage.parent_version == 0
+    assert "estimated period and gaps against the generator's truth" in out

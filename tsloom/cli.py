@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tsloom.errors import TsloomError
-from tsloom.render import fmt_time, render_dataset, render_ingest
+from tsloom.render import fmt_time, render_clean, render_dataset, render_ingest
 
 app = typer.Typer(
     help="tsloom: fragmented time series to trained, searchable, served models.",
@@ -199,6 +199,105 @@ def ingest_mqtt_cmd(
         console.print(f"malformed payloads kept in {stats.dead_letter}")
 
 
+def _key_filter(pairs: list[str] | None) -> dict[str, list[str]]:
+    keys: dict[str, list[str]] = {}
+    for pair in pairs or []:
+        k, sep, v = pair.partition("=")
+        if not sep:
+            raise TsloomError(f"--key {pair!r} is not KEY=VALUE", hint="e.g. --key sensor_id=1")
+        keys.setdefault(k, []).append(v)
+    return keys
+
+
+@app.command("clean")
+def clean_cmd(
+    dataset: str,
+    period: Annotated[
+        str, typer.Option(help="'auto' (estimate per series) or e.g. 10min")
+    ] = "auto",
+    impute: Annotated[
+        str, typer.Option(help="time, linear, ffill, seasonal, kalman, none")
+    ] = "time",
+    anomalies: Annotated[str, typer.Option(help="iqr, residual or none")] = "iqr",
+    treat: Annotated[str, typer.Option(help="clip, drop, ema, null or none")] = "clip",
+    dedup: Annotated[
+        str, typer.Option(help="same-timestamp conflicts: first, last, mean")
+    ] = "first",
+    iqr_k: Annotated[float, typer.Option(help="IQR multiplier (Tukey: 1.5 mild, 3 far out)")] = 3.0,
+    max_fill: Annotated[int | None, typer.Option(help="leave gaps longer than N points")] = None,
+    output: Annotated[
+        str | None, typer.Option(help="output dataset (default <name>_clean)")
+    ] = None,
+    start: Annotated[str | None, typer.Option("--from", help="first time (inclusive)")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="last time (exclusive)")] = None,
+    report_dir: Annotated[Path | None, typer.Option(help="where to write the report")] = None,
+) -> None:
+    """Clean a dataset into a new one (with lineage) and write a JSON + HTML report."""
+    from tsloom.clean import clean_dataset
+    from tsloom.prep.pipeline import CleanConfig
+    from tsloom.timeutil import parse_duration
+
+    config = CleanConfig(
+        period=None if period == "auto" else parse_duration(period),
+        dedup=dedup,
+        max_fill=max_fill,
+        anomalies=anomalies,
+        iqr_k=iqr_k,
+        treat=treat,
+        impute=impute,
+    )
+    with console.status(f"cleaning {dataset}"):
+        run = clean_dataset(
+            dataset, output=output, config=config, start=start, end=end, report_dir=report_dir
+        )
+    render_clean(console, run)
+
+
+@app.command("analyze")
+def analyze_cmd(
+    dataset: str,
+    column: Annotated[list[str] | None, typer.Option(help="value column, repeatable")] = None,
+    key: Annotated[list[str] | None, typer.Option(help="KEY=VALUE filter, repeatable")] = None,
+    start: Annotated[str | None, typer.Option("--from", help="first time (inclusive)")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="last time (exclusive)")] = None,
+    out: Annotated[Path | None, typer.Option(help="report folder")] = None,
+) -> None:
+    """Statistics, autocorrelation, stationarity, decomposition and correlations: a report."""
+    from tsloom.analyze import analyze_dataset, write_analysis_report
+
+    with console.status(f"analysing {dataset}"):
+        result = analyze_dataset(
+            dataset, columns=column or None, keys=_key_filter(key) or None, start=start, end=end
+        )
+        paths = write_analysis_report(result, out)
+    console.print(f"analysis of [bold]{dataset}[/]: {paths.html}  (data: {paths.json})")
+
+
+@app.command("compare-treatments")
+def compare_treatments_cmd(
+    dataset: str,
+    column: Annotated[str, typer.Option(help="value column to forecast")],
+    key: Annotated[list[str] | None, typer.Option(help="KEY=VALUE: which series")] = None,
+    anomalies: Annotated[str, typer.Option(help="iqr or residual")] = "iqr",
+    lags: Annotated[int, typer.Option(help="past values the baseline sees")] = 24,
+) -> None:
+    """Forecast error (RMSE, MAE, MAPE) of one baseline model per anomaly treatment."""
+    from tsloom.treatments import compare_dataset_treatments
+
+    comparison = compare_dataset_treatments(
+        dataset, column, keys=_key_filter(key) or None, detector=anomalies, lags=lags
+    )
+    table = Table("treatment", "RMSE", "MAE", "MAPE %", title=f"{dataset} {column}")
+    for s in comparison.scores:
+        table.add_row(s.treatment, f"{s.rmse:.4f}", f"{s.mae:.4f}", f"{s.mape:.2f}")
+    console.print(table)
+    console.print(
+        f"{comparison.scores[0].flagged} points flagged by {anomalies}; best: "
+        f"[bold]{comparison.best}[/] (baseline: ridge regression on {lags} lags, "
+        "last 20% held out)"
+    )
+
+
 @datasets_app.command("list")
 def datasets_list(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
@@ -257,12 +356,7 @@ def datasets_read(
     """Read rows back from the lake."""
     from tsloom.lake import read_dataset
 
-    keys: dict[str, list[str]] = {}
-    for pair in key or []:
-        k, sep, v = pair.partition("=")
-        if not sep:
-            raise TsloomError(f"--key {pair!r} is not KEY=VALUE")
-        keys.setdefault(k, []).append(v)
+    keys = _key_filter(key)
     frame = read_dataset(
         name,
         start=start,

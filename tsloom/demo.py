@@ -15,11 +15,12 @@ from rich.rule import Rule
 from rich.table import Table
 
 from tsloom.catalog import Catalog
+from tsloom.clean import clean_dataset
 from tsloom.config import Settings, load_settings
 from tsloom.lake.inspect import describe_dataset
 from tsloom.render import fmt_time, render_dataset, render_ingest
 from tsloom.sources.files import ingest_file
-from tsloom.sources.synthetic import write_demo
+from tsloom.sources.synthetic import DemoFile, write_demo
 
 
 def run_demo(
@@ -80,6 +81,7 @@ def run_demo(
     for name in names:
         console.print()
         render_dataset(console, describe_dataset(name, settings=settings))
+    _clean_step(console, files, settings)
     console.print(Rule())
     console.print(
         f"lake: {settings.lake_url}   metadata: {settings.db_url}\n"
@@ -87,3 +89,37 @@ def run_demo(
         "`tsloom ingest file ../shared/data/ett/ETTh1.csv --dataset power.etth1 --ts date`"
     )
     return names
+
+
+def _clean_step(console: Console, files: list[DemoFile], settings: Settings) -> None:
+    """Clean every source and hold the estimates against what the generator did."""
+    console.print(Rule("5. clean: estimated period and gaps against the generator's truth"))
+    table = Table(
+        "dataset",
+        "true period",
+        "estimated",
+        "confidence",
+        "missing (truth)",
+        "inserted",
+        "outliers (truth)",
+        "flagged",
+        "report",
+    )
+    for f in files:
+        with console.status(f"cleaning {f.dataset}"):
+            run = clean_dataset(f.dataset, settings=settings)
+        periods = run.result.periods_list()
+        estimated = sorted({p["period"] for p in periods})
+        table.add_row(
+            run.output,
+            str(f.truth.period),
+            ", ".join(estimated),
+            f"{min(p['confidence'] for p in periods):.2f}",
+            f"{f.truth.missing_count:,}",
+            f"{run.result.gaps.inserted:,}",
+            f"{f.truth.outlier_count:,}",
+            f"{sum(run.result.flagged.values()):,}",
+            run.report.html.name,
+        )
+    console.print(table)
+    console.print(f"reports: {settings.home / 'reports'}")

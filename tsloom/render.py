@@ -80,3 +80,25 @@ def render_dataset(console: Console, report: DatasetReport, *, partitions: bool 
         )
     for source, mark in report.watermarks.items():
         console.print(f"high-water mark {mark} for {source}")
+
+
+def render_clean(console: Console, run) -> None:
+    """What `tsloom clean` did, step by step, and where the results are."""
+    result = run.result
+    console.print(
+        f"[bold]{run.dataset}[/] (lake version {run.parent_version}) → [bold]{run.output}[/]: "
+        f"{result.rows_in:,} rows in, {result.frame.height:,} out"
+    )
+    table = Table("step", "what happened")
+    for step in result.steps:
+        details = ", ".join(f"{k}={v}" for k, v in step.items() if k != "step")
+        table.add_row(step["step"], details)
+    console.print(table)
+    periods = result.periods_list()
+    shown = periods[:8]
+    for p in shown:
+        label = ", ".join(f"{k}={v}" for k, v in p["keys"].items()) or "series"
+        console.print(f"period {p['period']} (confidence {p['confidence']:.2f}) for {label}")
+    if len(periods) > len(shown):
+        console.print(f"… and {len(periods) - len(shown)} more series")
+    console.print(f"report: {run.report.html}")

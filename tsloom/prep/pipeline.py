@@ -32,7 +32,7 @@ class CleanConfig:
     dedup: str = "first"
     max_fill: int | None = None
     anomalies: str = "iqr"
-    iqr_k: float = 1.5
+    iqr_k: float = 3.0
     residual_threshold: float = 3.5
     treat: str = "clip"
     ema_alpha: float = 0.3
