@@ -12,7 +12,13 @@ from rich.console import Console
 from rich.table import Table
 
 from tsloom.errors import TsloomError
-from tsloom.render import fmt_time, render_clean, render_dataset, render_ingest
+from tsloom.render import (
+    fmt_time,
+    render_clean,
+    render_dataset,
+    render_ingest,
+    render_training,
+)
 
 app = typer.Typer(
     help="tsloom: fragmented time series to trained, searchable, served models.",
@@ -296,6 +302,146 @@ def compare_treatments_cmd(
         f"[bold]{comparison.best}[/] (baseline: ridge regression on {lags} lags, "
         "last 20% held out)"
     )
+
+
+def _tables(tables: list[str] | None, more: list[str] | None) -> list[str]:
+    """`--tables a.x b.y` (click leaves `b.y` as a positional), `--tables a.x,b.y` or both."""
+    names = [t for item in [*(tables or []), *(more or [])] for t in _split(item)]
+    if not names:
+        raise TsloomError("no tables given", hint="e.g. --tables airq.gwangju airq.seoul")
+    return names
+
+
+def _integration_spec(tables, freq, start, end, downsample, upsample, gaps):
+    from tsloom.integrate import IntegrationSpec
+
+    return IntegrationSpec.from_tables(
+        tables, freq, start=start, end=end, downsample=downsample, upsample=upsample, gaps=gaps
+    )
+
+
+@app.command("integrate")
+def integrate_cmd(
+    more_tables: Annotated[list[str] | None, typer.Argument(hidden=True)] = None,
+    tables: Annotated[list[str] | None, typer.Option(help="datasets: --tables a.x b.y")] = None,
+    freq: Annotated[str, typer.Option(help="reference frequency, e.g. 10min, 1h")] = "1h",
+    start: Annotated[str | None, typer.Option("--from", help="first time (inclusive)")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="last time (exclusive)")] = None,
+    downsample: Annotated[str, typer.Option(help="mean, min, max, last, sum")] = "mean",
+    upsample: Annotated[str, typer.Option(help="interpolate, ffill, none")] = "interpolate",
+    gaps: Annotated[str, typer.Option(help="interpolate, ffill, drop, keep")] = "interpolate",
+    save: Annotated[Path | None, typer.Option(help="write the frame (.parquet or .csv)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Align tables of different periods on one grid; print the integration id."""
+    from tsloom.integrate import integrate
+
+    spec = _integration_spec(
+        _tables(tables, more_tables), freq, start, end, downsample, upsample, gaps
+    )
+    with console.status("integrating"):
+        result = integrate(spec)
+    if save is not None:
+        if save.suffix == ".csv":
+            result.frame.write_csv(save)
+        else:
+            result.frame.write_parquet(save)
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(preview=5), indent=2, default=str))
+        return
+    rows, cols = result.frame.shape
+    console.print(f"integration id [bold]{result.id}[/]  ({', '.join(spec.tables)})")
+    console.print(
+        f"{rows:,} rows × {cols - 1} features every {freq} from {fmt_time(result.start)} "
+        f"to {fmt_time(result.end)} UTC"
+    )
+    console.print(str(result.frame.head(5)))
+    if save is not None:
+        console.print(f"saved to {save}")
+
+
+@app.command("train")
+def train_cmd(
+    more_tables: Annotated[list[str] | None, typer.Argument(hidden=True)] = None,
+    tables: Annotated[list[str] | None, typer.Option(help="datasets: --tables a.x b.y")] = None,
+    params_file: Annotated[
+        Path | None, typer.Option("--params", help="YAML with learning parameters")
+    ] = None,
+    target: Annotated[str | None, typer.Option(help="target feature (bare column ok)")] = None,
+    features: Annotated[str | None, typer.Option(help="training features, comma-separated")] = None,
+    freq: Annotated[str | None, typer.Option(help="reference frequency, e.g. 1h")] = None,
+    input_width: Annotated[str | None, typer.Option(help="input span, e.g. 48h")] = None,
+    output_width: Annotated[str | None, typer.Option(help="output span, e.g. 24h")] = None,
+    method: Annotated[
+        str | None,
+        typer.Option(
+            help="vanilla, stacked, bidirectional, cnn_lstm, conv_lstm, seasonal_naive, dlinear"
+        ),
+    ] = None,
+    split: Annotated[float | None, typer.Option(help="training share, e.g. 0.8")] = None,
+    output: Annotated[str | None, typer.Option(help="step, mean, min, max")] = None,
+    scaler: Annotated[
+        str | None, typer.Option(help="zscore, minmax, robust, robust_log, log")
+    ] = None,
+    hidden_size: Annotated[int | None, typer.Option()] = None,
+    layers: Annotated[int | None, typer.Option()] = None,
+    dropout: Annotated[float | None, typer.Option()] = None,
+    learning_rate: Annotated[float | None, typer.Option()] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    epochs: Annotated[int | None, typer.Option()] = None,
+    patience: Annotated[int | None, typer.Option()] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, auto")] = None,
+    start: Annotated[str | None, typer.Option("--from", help="first time (inclusive)")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="last time (exclusive)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable summary")] = False,
+) -> None:
+    """Integrate tables and train one forecaster from one set of learning parameters."""
+    import yaml
+
+    from tsloom.forecast.job import train_on_integration
+
+    raw: dict = {}
+    if params_file is not None:
+        try:
+            raw = yaml.safe_load(params_file.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise TsloomError(f"cannot read {params_file}: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise TsloomError(f"{params_file} must hold a mapping of learning parameters")
+    flags = dict(
+        target=target,
+        features=_split(features) or None,
+        freq=freq,
+        input_width=input_width,
+        output_width=output_width,
+        method=method,
+        split=split,
+        output=output,
+        scaler=scaler,
+        hidden_size=hidden_size,
+        layers=layers,
+        dropout=dropout,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        epochs=epochs,
+        patience=patience,
+        seed=seed,
+        device=device,
+    )
+    raw.update({k: v for k, v in flags.items() if v is not None})
+    raw_tables = raw.pop("tables", None)
+    table_list = _tables(tables or raw_tables, more_tables)
+    spec_freq = raw.get("freq") or "1h"
+    spec = _integration_spec(
+        table_list, spec_freq, start, end, "mean", "interpolate", "interpolate"
+    )
+    run = train_on_integration(spec, raw, progress=not as_json)
+    summary = run.summary()
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, default=str))
+        return
+    render_training(console, run)
 
 
 @datasets_app.command("list")

@@ -53,3 +53,20 @@ def validate_column_name(name: str, *, where: str) -> str:
             hint="rename it to start with a letter or '_' and use letters, digits, '_', '-', '.'",
         )
     return name
+
+
+_SEGMENT_BAD = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def path_segment(name: str) -> str:
+    """A safe single path segment for a user-supplied name (e.g. a target feature).
+
+    Names that are already safe stay as they are; others are slugged and get 8 hex of
+    the name's SHA-1 appended, so two different names never share a folder.
+    """
+    import hashlib
+
+    slug = _SEGMENT_BAD.sub("-", name).strip("-.")[:100] or "x"
+    if slug == name and name not in (".", ".."):
+        return name
+    return f"{slug}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"

@@ -102,3 +102,20 @@ def render_clean(console: Console, run) -> None:
     if len(periods) > len(shown):
         console.print(f"… and {len(periods) - len(shown)} more series")
     console.print(f"report: {run.report.html}")
+
+
+def render_training(console: Console, run) -> None:
+    """Ids, metrics and where the model belongs, after `tsloom train`."""
+    m = run.result.metrics
+    console.print(f"integration id  [bold]{run.integration_id}[/]")
+    console.print(f"param id        [bold]{run.param_id}[/]")
+    console.print(
+        f"{run.params.method} on {run.params.target}: {run.result.n_train:,} training and "
+        f"{run.result.n_valid:,} validation windows, best epoch {run.result.best_epoch} "
+        f"of {len(run.result.history)}"
+    )
+    console.print(
+        f"validation RMSE {m['rmse']:.4f}  MAE {m['mae']:.4f}  MAPE {m['mape']:.2f}% "
+        f"(scaled RMSE {m['rmse_scaled']:.4f})"
+    )
+    console.print(f"model path      {run.model_path()}")
