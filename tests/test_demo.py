@@ -27,3 +27,5 @@ def test_demo_ingests_every_source_once(tsloom_home: Settings) -> None:
         lineage = Catalog().lineage(f"{name}_clean")
         assert lineage.parent == name and lineage.parent_version == 0
     assert "estimated period and gaps against the generator's truth" in out
+    assert "integration id  " in out and "param id        " in out
+    assert "validation RMSE" in out and "/stacked/" in out

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tsloom.errors import TsloomError
@@ -355,7 +356,7 @@ def integrate_cmd(
         f"{rows:,} rows × {cols - 1} features every {freq} from {fmt_time(result.start)} "
         f"to {fmt_time(result.end)} UTC"
     )
-    console.print(str(result.frame.head(5)))
+    console.print(str(result.frame.head(5)), markup=False)
     if save is not None:
         console.print(f"saved to {save}")
 
@@ -519,7 +520,7 @@ def datasets_read(
         console.print(f"wrote {frame.height:,} rows to {out}")
         return
     console.print(f"{frame.height:,} rows")
-    console.print(str(frame.head(limit)))
+    console.print(str(frame.head(limit)), markup=False)
 
 
 @datasets_app.command("history")
@@ -574,9 +575,9 @@ def main() -> None:
     try:
         app()
     except TsloomError as exc:
-        err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
         if exc.hint:
-            err_console.print(f"[yellow]hint:[/] {exc.hint}", highlight=False)
+            err_console.print(f"[yellow]hint:[/] {escape(exc.hint)}", highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted")

@@ -82,6 +82,7 @@ def run_demo(
         console.print()
         render_dataset(console, describe_dataset(name, settings=settings))
     _clean_step(console, files, settings)
+    _train_step(console, settings)
     console.print(Rule())
     console.print(
         f"lake: {settings.lake_url}   metadata: {settings.db_url}\n"
@@ -123,3 +124,29 @@ def _clean_step(console: Console, files: list[DemoFile], settings: Settings) -> 
         )
     console.print(table)
     console.print(f"reports: {settings.home / 'reports'}")
+
+
+def _train_step(console: Console, settings: Settings) -> None:
+    """Integrate two cleaned sources of different periods and train a stacked LSTM."""
+    from tsloom.forecast.job import train_on_integration
+    from tsloom.integrate import IntegrationSpec
+    from tsloom.render import render_training
+
+    console.print(Rule("6. integrate 5-min and 10-min sources at 10 min, train a stacked LSTM"))
+    spec = IntegrationSpec.from_tables(["airq.gwangju_clean", "airq.seoul_clean"], "10min")
+    params = {
+        "target": "airq.seoul_clean.co2[sensor_id=1]",
+        "features": ["airq.seoul_clean.co2[sensor_id=1]", "airq.gwangju_clean.co2[sensor_id=1]"],
+        "input_width": "6h",
+        "output_width": "1h",
+        "method": "stacked",
+        "hidden_size": 32,
+        "epochs": 6,
+        "seed": 7,
+    }
+    run = train_on_integration(spec, params, progress=True, settings=settings)
+    rows, cols = run.integration.frame.shape
+    console.print(
+        f"integrated {', '.join(spec.tables)}: {rows:,} rows × {cols - 1} features every 10 min"
+    )
+    render_training(console, run)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tsloom.ingest import IngestResult
@@ -110,7 +111,7 @@ def render_training(console: Console, run) -> None:
     console.print(f"integration id  [bold]{run.integration_id}[/]")
     console.print(f"param id        [bold]{run.param_id}[/]")
     console.print(
-        f"{run.params.method} on {run.params.target}: {run.result.n_train:,} training and "
+        f"{run.params.method} on {escape(run.params.target)}: {run.result.n_train:,} training and "
         f"{run.result.n_valid:,} validation windows, best epoch {run.result.best_epoch} "
         f"of {len(run.result.history)}"
     )
@@ -118,4 +119,4 @@ def render_training(console: Console, run) -> None:
         f"validation RMSE {m['rmse']:.4f}  MAE {m['mae']:.4f}  MAPE {m['mape']:.2f}% "
         f"(scaled RMSE {m['rmse_scaled']:.4f})"
     )
-    console.print(f"model path      {run.model_path()}")
+    console.print(f"model path      {escape(run.model_path())}", soft_wrap=True)
