@@ -134,3 +134,15 @@ def test_path_segments_are_safe_and_distinct() -> None:
     assert a != b and "/" not in a and "[" not in a
     assert path_segment("../..").startswith("x-")
     assert path_segment("a/b") != "a/b"
+
+
+def test_integration_specs_are_stored_under_their_id(tsloom_home: Settings, ett_dir: Path) -> None:
+    from tsloom.integrate.store import integration_specs
+
+    ingest_file(ett_dir / "ETTh1.csv", "power.etth1", ts="date")
+    base = ["integrate", "--tables", "power.etth1", "--from", "2017-01-01", "--to", "2017-01-03"]
+    for freq in ("1h", "1h", "2h"):
+        assert runner.invoke(app, [*base, "--freq", freq]).exit_code == 0
+    specs = integration_specs(integration_id(["power.etth1"]))
+    assert [s["spec"]["freq"] for s in specs] == ["3600s", "7200s"]
+    assert specs[0]["features"][-1] == "power.etth1.OT"

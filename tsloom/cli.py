@@ -336,12 +336,14 @@ def integrate_cmd(
 ) -> None:
     """Align tables of different periods on one grid; print the integration id."""
     from tsloom.integrate import integrate
+    from tsloom.integrate.store import save_integration
 
     spec = _integration_spec(
         _tables(tables, more_tables), freq, start, end, downsample, upsample, gaps
     )
     with console.status("integrating"):
         result = integrate(spec)
+    save_integration(result)
     if save is not None:
         if save.suffix == ".csv":
             result.frame.write_csv(save)

@@ -122,3 +122,19 @@ class DatasetLineage(Base):
     report_path: Mapped[str | None] = mapped_column(Text)
     lake_version: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class IntegrationRecord(Base):
+    """An integration spec under its integration id; one id can carry several specs
+    (other frequencies, ranges or aggregations), told apart by the spec's hash."""
+
+    __tablename__ = "integrations"
+    __table_args__ = (UniqueConstraint("integration_id", "spec_hash"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    integration_id: Mapped[str] = mapped_column(String(40), nullable=False, index=True)
+    spec_hash: Mapped[str] = mapped_column(String(40), nullable=False)
+    tables: Mapped[list] = mapped_column(JSON, nullable=False)
+    spec: Mapped[dict] = mapped_column(JSON, nullable=False)
+    features: Mapped[list] = mapped_column(JSON, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -14,6 +14,7 @@ from tsloom.errors import TsloomError
 from tsloom.forecast.params import LearningParams
 from tsloom.forecast.training import EpochCallback, TrainResult, train_model
 from tsloom.integrate import Integrated, IntegrationSpec, integrate, resolve_feature
+from tsloom.integrate.store import save_integration
 from tsloom.names import path_segment
 
 
@@ -93,6 +94,7 @@ def train_on_integration(
     """Integrate `spec`, then train with `params` on the integrated frame."""
     settings = settings or load_settings()
     integration = integrate(spec, settings=settings)
+    save_integration(integration, settings)
     raw = params.model_dump() if isinstance(params, LearningParams) else params
     learning = resolve_params(raw, integration)
     values = integration.frame.select(list(learning.features)).to_numpy().astype(np.float64)
