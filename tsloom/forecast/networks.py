@@ -289,18 +289,8 @@ class BidirectionalLSTM(_LSTMHead):
         self.config["layers"] = layers
 
 
-class CNNLSTM(_Network):
-    """Local shapes first, then their sequence: a CNN reads each sub-sequence, an LSTM
-    reads the sequence of sub-sequence features.
-
-    x (batch, T, F) is cut into S sub-sequences of L = T/S steps: (batch·S, F, L)
-    → Conv1d(F→H, kernel k = 3 (1 when L < 3), same padding) → ReLU
-    → MaxPool1d(2) (when L ≥ 2) → flatten (batch, S, H·⌊L/2⌋)
-    → LSTM(H·⌊L/2⌋→H, `layers` layers, dropout between) → h_S (batch, H)
-    → dropout → Linear(H→output_dim).
-    """
-
-    method = "cnn_lstm"
+class _SubsequenceNetwork(_Network):
+    """Shared set-up of the networks that read the window as S sub-sequences of L steps."""
 
     def __init__(
         self,
@@ -327,8 +317,33 @@ class CNNLSTM(_Network):
         )
         self.subsequences = subsequences
         self.sub_length = input_steps // subsequences
-        kernel = _odd_kernel(self.sub_length)
-        self.conv = nn.Conv1d(n_features, hidden_size, kernel_size=kernel, padding=kernel // 2)
+        self.kernel = _odd_kernel(self.sub_length)
+
+
+class CNNLSTM(_SubsequenceNetwork):
+    """Local shapes first, then their sequence: a CNN reads each sub-sequence, an LSTM
+    reads the sequence of sub-sequence features.
+
+    x (batch, T, F) is cut into S sub-sequences of L = T/S steps: (batch·S, F, L)
+    → Conv1d(F→H, kernel k = 3 (1 when L < 3), same padding) → ReLU
+    → MaxPool1d(2) (when L ≥ 2) → flatten (batch, S, H·⌊L/2⌋)
+    → LSTM(H·⌊L/2⌋→H, `layers` layers, dropout between) → h_S (batch, H)
+    → dropout → Linear(H→output_dim).
+    """
+
+    method = "cnn_lstm"
+
+    def __init__(
+        self,
+        *,
+        hidden_size: int = 64,
+        layers: int = 2,
+        dropout: float = 0.0,
+        **shape: Any,
+    ) -> None:
+        super().__init__(hidden_size=hidden_size, layers=layers, dropout=dropout, **shape)
+        kernel = self.kernel
+        self.conv = nn.Conv1d(self.n_features, hidden_size, kernel_size=kernel, padding=kernel // 2)
         pool = 2 if self.sub_length >= 2 else 1
         self.pool = nn.MaxPool1d(pool)
         pooled = self.sub_length // pool
@@ -340,7 +355,7 @@ class CNNLSTM(_Network):
             dropout=dropout if layers > 1 else 0.0,
         )
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(hidden_size, output_dim)
+        self.head = nn.Linear(hidden_size, self.output_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
@@ -405,7 +420,7 @@ class ConvLSTMCell(nn.Module):
         return o * torch.tanh(c), c
 
 
-class ConvLSTM(_Network):
+class ConvLSTM(_SubsequenceNetwork):
     """Keeps the within-sub-sequence position in the recurrent state itself: ConvLSTM cells
     step over the sub-sequences, convolving along each one (Keras' ConvLSTM2D with 1 row).
 
@@ -420,32 +435,16 @@ class ConvLSTM(_Network):
     def __init__(
         self,
         *,
-        n_features: int,
-        input_steps: int,
-        output_dim: int,
         hidden_size: int = 64,
         layers: int = 2,
         dropout: float = 0.0,
-        subsequences: int | None = None,
-        target_index: int = 0,
+        **shape: Any,
     ) -> None:
-        subsequences = _resolve_subsequences(input_steps, subsequences)
-        super().__init__(
-            n_features=n_features,
-            input_steps=input_steps,
-            output_dim=output_dim,
-            hidden_size=hidden_size,
-            layers=layers,
-            dropout=dropout,
-            subsequences=subsequences,
-            target_index=target_index,
-        )
-        self.subsequences = subsequences
-        self.sub_length = input_steps // subsequences
-        kernel = _odd_kernel(self.sub_length)
+        super().__init__(hidden_size=hidden_size, layers=layers, dropout=dropout, **shape)
+        kernel = self.kernel
         self.cells = nn.ModuleList(
             ConvLSTMCell(
-                n_features if layer == 0 else hidden_size,
+                self.n_features if layer == 0 else hidden_size,
                 hidden_size,
                 self.sub_length,
                 kernel_size=kernel,
@@ -453,7 +452,7 @@ class ConvLSTM(_Network):
             for layer in range(layers)
         )
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(hidden_size * self.sub_length, output_dim)
+        self.head = nn.Linear(hidden_size * self.sub_length, self.output_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
