@@ -102,3 +102,12 @@ def test_split_boundary_shares_no_target() -> None:
     assert count_windows(100 - boundary + 10, 10, 5) == 16  # first target row is 80
     with pytest.raises(TsloomError, match="0 validation windows"):
         split_boundary(20, 10, 5, 0.8)
+
+
+def test_long_widths_keep_distinct_ids_and_round_trip() -> None:
+    two_weeks = LearningParams.load({**BASE, "input_width": "336h"})
+    plus_an_hour = LearningParams.load({**BASE, "input_width": "337h"})
+    assert two_weeks.param_id != plus_an_hour.param_id
+    assert json.loads(two_weeks.canonical_json())["input_width"] == "1209600s"
+    again = LearningParams.load(json.loads(two_weeks.canonical_json()))
+    assert again.param_id == two_weeks.param_id

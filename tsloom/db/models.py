@@ -138,3 +138,59 @@ class IntegrationRecord(Base):
     spec: Mapped[dict] = mapped_column(JSON, nullable=False)
     features: Mapped[list] = mapped_column(JSON, nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class RegisteredModel(Base):
+    """A model in the registry: where its files are (`ref`), what it is (ids, parameters,
+    metrics), its stage and tags, and its lineage (datasets and lake versions, the
+    integration spec, the training time range, code version, seed)."""
+
+    __tablename__ = "registered_models"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ref: Mapped[str] = mapped_column(String(255), unique=True, nullable=False)
+    integration_id: Mapped[str] = mapped_column(String(40), nullable=False, index=True)
+    target: Mapped[str] = mapped_column(Text, nullable=False)
+    target_segment: Mapped[str] = mapped_column(String(128), nullable=False)
+    method: Mapped[str] = mapped_column(String(32), nullable=False)
+    param_id: Mapped[str] = mapped_column(String(40), nullable=False, index=True)
+    scaler_id: Mapped[str] = mapped_column(String(40), nullable=False)
+    spec_hash: Mapped[str] = mapped_column(String(40), nullable=False)
+    params: Mapped[dict] = mapped_column(JSON, nullable=False)
+    metrics: Mapped[dict] = mapped_column(JSON, nullable=False)
+    stage: Mapped[str] = mapped_column(String(16), nullable=False, default="staged")
+    tags: Mapped[list] = mapped_column(JSON, nullable=False, default=list)
+    lineage: Mapped[dict] = mapped_column(JSON, nullable=False)
+    data_start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    data_end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    boundary_ts: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    seed: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    code_version: Mapped[str] = mapped_column(String(64), nullable=False)
+    git_commit: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+    datasets: Mapped[list[RegisteredModelDataset]] = relationship(
+        back_populates="model",
+        cascade="all, delete-orphan",
+        order_by="RegisteredModelDataset.dataset",
+        lazy="selectin",
+    )
+
+
+class RegisteredModelDataset(Base):
+    """One dataset a registered model was trained from, at the lake version it read."""
+
+    __tablename__ = "registered_model_datasets"
+    __table_args__ = (UniqueConstraint("model_id", "dataset"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(
+        ForeignKey("registered_models.id", ondelete="CASCADE"), nullable=False
+    )
+    dataset: Mapped[str] = mapped_column(String(128), nullable=False, index=True)
+    lake_version: Mapped[int | None] = mapped_column(BigInteger)
+
+    model: Mapped[RegisteredModel] = relationship(back_populates="datasets")

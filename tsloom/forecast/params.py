@@ -25,7 +25,9 @@ _NOT_IN_ID = frozenset({"device"})
 
 
 def _iso_seconds(value: timedelta) -> str:
-    return f"{value.total_seconds():g}s"
+    """Exact seconds: whole numbers without a fraction, never in exponent notation."""
+    seconds = value.total_seconds()
+    return f"{int(seconds)}s" if seconds == int(seconds) else f"{seconds!r}s"
 
 
 class LearningParams(BaseModel):

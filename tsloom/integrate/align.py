@@ -276,6 +276,7 @@ def _read(
     spec: IntegrationSpec,
     pad: timedelta,
     settings: Settings,
+    version: int | None = None,
 ) -> pl.DataFrame:
     start = spec.start - pad if spec.start is not None else None
     end = spec.end + pad if spec.end is not None else None
@@ -285,6 +286,7 @@ def _read(
         end=end,
         columns=list(columns),
         keys={k: list(v) for k, v in src.keys.items()} if src.keys else None,
+        version=version,
         settings=settings,
     )
     if frame.height == 0:
@@ -508,13 +510,18 @@ def _select(wide: pl.DataFrame, spec: IntegrationSpec, features: Sequence[str]) 
 
 
 def integrate(
-    spec: IntegrationSpec | Mapping[str, Any], *, settings: Settings | None = None
+    spec: IntegrationSpec | Mapping[str, Any],
+    *,
+    versions: Mapping[str, int | None] | None = None,
+    settings: Settings | None = None,
 ) -> Integrated:
     """Read the spec's sources from the lake and align them on the reference grid.
 
     Returns an :class:`Integrated`: ``.frame`` (``ts`` + one Float64 column per feature,
     regular at ``spec.freq`` unless ``gaps="drop"`` or ``keep`` left holes), ``.id`` (the
     integration id), ``.features``, ``.report`` and ``.to_dict()``. Stores nothing.
+    ``versions`` pins datasets to lake versions (time travel), e.g. to rebuild the exact
+    frame a model was trained on.
     """
     if not isinstance(spec, IntegrationSpec):
         spec = IntegrationSpec.from_dict(spec)
@@ -525,8 +532,9 @@ def integrate(
 
     pad = max(2 * spec.freq, timedelta(days=1))
     margin = pad
+    versions = dict(versions or {})
     frames = [
-        _read(src, infos[src.dataset], cols, spec, pad, settings)
+        _read(src, infos[src.dataset], cols, spec, pad, settings, versions.get(src.dataset))
         for src, cols in zip(spec.sources, columns, strict=True)
     ]
     series: list[_Series] = []
@@ -534,7 +542,9 @@ def integrate(
         parts = _split(i, src, infos[src.dataset], cols, frame)
         need = 2 * max(p.period for p in parts)
         if need > pad and (spec.start is not None or spec.end is not None):
-            frame = _read(src, infos[src.dataset], cols, spec, need, settings)
+            frame = _read(
+                src, infos[src.dataset], cols, spec, need, settings, versions.get(src.dataset)
+            )
             parts = _split(i, src, infos[src.dataset], cols, frame)
             margin = max(margin, need)
         series.extend(parts)
