@@ -29,3 +29,4 @@ def test_demo_ingests_every_source_once(tsloom_home: Settings) -> None:
     assert "estimated period and gaps against the generator's truth" in out
     assert "integration id  " in out and "param id        " in out
     assert "validation RMSE" in out and "/stacked/" in out
+    assert "registry: register, search by tables" in out and "[staged]" in out

@@ -18,6 +18,7 @@ from tsloom.render import (
     render_clean,
     render_dataset,
     render_ingest,
+    render_model_tree,
     render_training,
 )
 
@@ -30,9 +31,13 @@ app = typer.Typer(
 ingest_app = typer.Typer(help="Bring data into the lake.", no_args_is_help=True)
 datasets_app = typer.Typer(help="Look at the datasets in the catalog.", no_args_is_help=True)
 retention_app = typer.Typer(help="Remove old partitions.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="The model registry: search, show, promote, delete, gc.", no_args_is_help=True
+)
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(retention_app, name="retention")
+app.add_typer(models_app, name="models")
 
 # Wide output when piped (logs, CI): a catalog row should not wrap or be cut.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -440,11 +445,115 @@ def train_cmd(
         table_list, spec_freq, start, end, "mean", "interpolate", "interpolate"
     )
     run = train_on_integration(spec, raw, progress=not as_json)
-    summary = run.summary()
+    from tsloom.registry import register
+
+    ref = register(run)
+    summary = {**run.summary(), "ref": ref}
     if as_json:
         typer.echo(json.dumps(summary, indent=2, default=str))
         return
     render_training(console, run)
+    console.print(f"registered as   {escape(ref)}", soft_wrap=True)
+
+
+@models_app.command("search")
+def models_search(
+    more_tables: Annotated[list[str] | None, typer.Argument(hidden=True)] = None,
+    tables: Annotated[list[str] | None, typer.Option(help="datasets: --tables a.x b.y")] = None,
+    target: Annotated[str | None, typer.Option(help="target feature (short name ok)")] = None,
+    method: Annotated[str | None, typer.Option(help="learning method")] = None,
+    stage: Annotated[str | None, typer.Option(help="staged, production, archived")] = None,
+    metric: Annotated[str | None, typer.Option(help="metric to filter and sort by")] = None,
+    max_value: Annotated[float | None, typer.Option(help="keep models with metric ≤ this")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="the tree as JSON")] = False,
+) -> None:
+    """Models by integration id → target → method → param id, as the source design walks."""
+    from tsloom.registry import search
+
+    names = [t for item in [*(tables or []), *(more_tables or [])] for t in _split(item)]
+    tree = search(
+        names or None, target=target, method=method, stage=stage, metric=metric, max_value=max_value
+    )
+    if as_json:
+        typer.echo(json.dumps(tree, indent=2, default=str))
+        return
+    render_model_tree(console, tree)
+
+
+@models_app.command("show")
+def models_show(ref: str) -> None:
+    """One model: parameters, metrics, stage, lineage and whether its files verify."""
+    from tsloom.registry import show
+
+    typer.echo(json.dumps(show(ref), indent=2, default=str))
+
+
+@models_app.command("promote")
+def models_promote(
+    ref: str,
+    stage: Annotated[str, typer.Option(help="staged, production, archived")] = "production",
+    archive_others: Annotated[bool, typer.Option(help="archive other production models")] = False,
+) -> None:
+    """Move a model to another stage."""
+    from tsloom.registry import promote
+
+    result = promote(ref, stage, archive_others=archive_others)
+    console.print(f"{escape(str(result.get('ref', ref)))} is now {stage}")
+
+
+@models_app.command("delete")
+def models_delete(
+    ref: str,
+    yes: Annotated[bool, typer.Option("--yes", help="really delete")] = False,
+) -> None:
+    """Remove a model's files and its metadata row together."""
+    from tsloom.registry import delete
+
+    if not yes:
+        raise TsloomError(f"not deleting {ref} without --yes", hint="add --yes to delete it")
+    delete(ref)
+    console.print(f"deleted {escape(ref)}")
+
+
+@models_app.command("gc")
+def models_gc(
+    dry_run: Annotated[bool, typer.Option(help="only say what would be removed")] = False,
+) -> None:
+    """Remove orphaned model folders, unreferenced scalers and dangling rows."""
+    from tsloom.registry import gc
+
+    report = gc(dry_run=dry_run)
+    for kind, items in report.items():
+        if isinstance(items, list) and items:
+            console.print(f"{kind}: {len(items)}")
+            for item in items[:10]:
+                console.print(f"  {escape(str(item))}")
+    console.print("dry run: nothing removed" if dry_run else "done")
+
+
+@app.command("predict")
+def predict_cmd(
+    ref: str,
+    csv: Annotated[Path | None, typer.Option(help="input window as CSV (ts + features)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Forecast with a registered model, from a CSV window or the latest data in the lake."""
+    import polars as pl
+
+    from tsloom.registry import load
+
+    model = load(ref)
+    if csv is None:
+        forecast = model.predict_latest()
+    else:
+        window = pl.read_csv(csv, try_parse_dates=True)
+        if "ts" in window.columns and window.schema["ts"] == pl.String:
+            window = window.with_columns(pl.col("ts").str.to_datetime(time_zone="UTC"))
+        forecast = model.predict(window)
+    if as_json:
+        typer.echo(forecast.write_json())
+        return
+    console.print(str(forecast), markup=False)
 
 
 @datasets_app.command("list")

@@ -150,3 +150,22 @@ def _train_step(console: Console, settings: Settings) -> None:
         f"integrated {', '.join(spec.tables)}: {rows:,} rows × {cols - 1} features every 10 min"
     )
     render_training(console, run)
+    _registry_step(console, run, spec.tables, settings)
+
+
+def _registry_step(console: Console, run, tables, settings: Settings) -> None:
+    """File the model, find it again by its tables, and predict from the stored copy."""
+    from rich.markup import escape
+
+    from tsloom.registry import load, register, search
+    from tsloom.render import render_model_tree
+
+    console.print(Rule("7. registry: register, search by tables, predict from the stored model"))
+    ref = register(run, settings=settings)
+    console.print(f"registered {escape(ref)}", soft_wrap=True)
+    render_model_tree(console, search(list(tables), settings=settings))
+    forecast = load(ref, settings=settings).predict_latest()
+    table = Table("time (UTC)", "step", escape(run.params.target))
+    for row in forecast.iter_rows(named=True):
+        table.add_row(fmt_time(row["ts"]), str(row["step"]), f"{row[run.params.target]:.1f}")
+    console.print(table)

@@ -120,3 +120,28 @@ def render_training(console: Console, run) -> None:
         f"(scaled RMSE {m['rmse_scaled']:.4f})"
     )
     console.print(f"model path      {escape(run.model_path())}", soft_wrap=True)
+
+
+def render_model_tree(console: Console, tree: dict) -> None:
+    """The registry's search tree, one line per model."""
+    from rich.tree import Tree
+
+    models = tree.get("models", tree)
+    if not models:
+        console.print("no models match")
+        return
+    root = Tree("models")
+    for iid, targets in models.items():
+        branch = root.add(f"integration {iid}")
+        for target, methods in targets.items():
+            t = branch.add(escape(target))
+            for method, leaves in methods.items():
+                m = t.add(method)
+                for pid, leaf in leaves.items():
+                    metrics = leaf.get("metrics", {})
+                    rmse = metrics.get("rmse")
+                    m.add(
+                        escape(f"{pid}  [{leaf.get('stage', '')}]  ")
+                        + (f"RMSE {rmse:.4f}" if isinstance(rmse, float) else "")
+                    )
+    console.print(root)

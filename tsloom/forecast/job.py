@@ -15,7 +15,6 @@ from tsloom.forecast.params import LearningParams
 from tsloom.forecast.training import EpochCallback, TrainResult, train_model
 from tsloom.integrate import Integrated, IntegrationSpec, integrate, resolve_feature
 from tsloom.integrate.store import save_integration
-from tsloom.names import path_segment
 
 
 @dataclass
@@ -34,12 +33,14 @@ class TrainingRun:
 
     def model_path(self, settings: Settings | None = None) -> str:
         """Where the registry files this model (the registry issue writes it there)."""
+        from tsloom.registry.store import target_segment
+
         settings = settings or load_settings()
         return "/".join(
             [
                 settings.registry_url,
                 self.integration.id,
-                path_segment(self.params.target),
+                target_segment(self.params.target),
                 self.params.method,
                 self.params.param_id,
             ]
