@@ -465,6 +465,8 @@ def models_search(
     stage: Annotated[str | None, typer.Option(help="staged, production, archived")] = None,
     metric: Annotated[str | None, typer.Option(help="metric to filter and sort by")] = None,
     max_value: Annotated[float | None, typer.Option(help="keep models with metric ≤ this")] = None,
+    start: Annotated[str | None, typer.Option("--from", help="trained on data after")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="trained on data before")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="the tree as JSON")] = False,
 ) -> None:
     """Models by integration id → target → method → param id, as the source design walks."""
