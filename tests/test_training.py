@@ -99,3 +99,28 @@ def test_missing_values_and_shape_errors_are_clear() -> None:
         train_model(values, _params())
     with pytest.raises(TsloomError, match="expected a \\(rows, 2\\) array"):
         train_model(values[:, :1], _params())
+
+
+def test_subtract_last_follows_a_level_the_training_data_never_showed() -> None:
+    from tsloom.forecast.networks import build_network, describe_network
+
+    values = _series(800)
+    shifted = values.copy()
+    shifted[640:, 0] += 15.0  # the validation part sits 15 units higher
+    plain = train_model(shifted, _params(split=0.8, epochs=6))
+    relative = train_model(shifted, _params(split=0.8, epochs=6, subtract_last=True))
+    assert relative.metrics["rmse"] < 0.5 * plain.metrics["rmse"]
+    assert relative.params.param_id != plain.params.param_id
+    described = describe_network(relative.model)
+    rebuilt = build_network(**described["config"])
+    rebuilt.load_state_dict(relative.model.state_dict())
+    window = torch.as_tensor(relative.scaler.transform(shifted[-24:])[None], dtype=torch.float32)
+    relative.model.eval()
+    rebuilt.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(window), relative.model(window))
+
+
+def test_max_windows_per_epoch_trains_on_a_sample() -> None:
+    result = train_model(_series(), _params(epochs=2), max_windows_per_epoch=50)
+    assert len(result.history) == 2 and result.metrics["rmse"] > 0

@@ -607,6 +607,7 @@ def build_network(
     dropout: float = 0.0,
     season_steps: int | None = None,
     subsequences: int | None = None,
+    subtract_last: bool = False,
 ) -> nn.Module:
     """Build the network for one learning method (see `METHODS`).
 
@@ -634,17 +635,40 @@ def build_network(
         raise NetworkConfigError(f"dropout must be in [0, 1), got {dropout!r}")
     shape = {"n_features": n_features, "input_steps": input_steps, "output_dim": output_dim}
     if method == "seasonal_naive":
-        return SeasonalNaive(**shape, target_index=target_index, season_steps=season_steps)
-    if method == "dlinear":
-        return DLinear(**shape, target_index=target_index)
-    if method == "vanilla":
-        return VanillaLSTM(
+        net: nn.Module = SeasonalNaive(
+            **shape, target_index=target_index, season_steps=season_steps
+        )
+    elif method == "dlinear":
+        net = DLinear(**shape, target_index=target_index)
+    elif method == "vanilla":
+        net = VanillaLSTM(
             **shape, hidden_size=hidden_size, dropout=dropout, target_index=target_index
         )
-    knobs = {"hidden_size": hidden_size, "layers": layers, "dropout": dropout}
-    if method in ("cnn_lstm", "conv_lstm"):
-        knobs["subsequences"] = subsequences
-    return _CLASSES[method](**shape, **knobs, target_index=target_index)
+    else:
+        knobs = {"hidden_size": hidden_size, "layers": layers, "dropout": dropout}
+        if method in ("cnn_lstm", "conv_lstm"):
+            knobs["subsequences"] = subsequences
+        net = _CLASSES[method](**shape, **knobs, target_index=target_index)
+    return SubtractLast(net, target_index) if subtract_last else net
+
+
+class SubtractLast(nn.Module):
+    """Wraps a network so it sees each window relative to its last value, and adds the
+    target's last value back to the forecast (NLinear's normalisation): a level the
+    training data never showed becomes an offset the network need not learn."""
+
+    def __init__(self, inner: nn.Module, target_index: int) -> None:
+        super().__init__()
+        self.inner = inner
+        self.target_index = target_index
+        self.method = getattr(inner, "method", "")
+        self.trainable = getattr(inner, "trainable", True)
+        self.config = {**getattr(inner, "config", {}), "subtract_last": True}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        last = x[:, -1:, :]
+        out = self.inner(x - last)
+        return out + last[:, 0, self.target_index : self.target_index + 1]
 
 
 def count_parameters(module: nn.Module, *, trainable_only: bool = True) -> int:

@@ -41,12 +41,17 @@ class LearningParams(BaseModel):
     output_width: timedelta
     freq: timedelta
     method: Method = "stacked"
-    split: float = Field(0.8, gt=0.0, lt=1.0, description="share of windows used for training")
+    split: float = Field(0.8, gt=0.0, lt=1.0, description="share of rows used for training")
     output: OutputPrep = "step"
     scaler: ScalerKind = "zscore"
     hidden_size: int = Field(64, ge=1, le=4096)
     layers: int = Field(2, ge=1, le=16)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    subtract_last: bool = Field(
+        False,
+        description="feed the network each window minus its last value and add the "
+        "target's last value back to the forecast (as NLinear does): robust to level shifts",
+    )
     learning_rate: float = Field(1e-3, gt=0.0, le=1.0)
     batch_size: int = Field(64, ge=1, le=65536)
     epochs: int = Field(20, ge=1, le=10_000)

@@ -139,8 +139,12 @@ def train_model(
     *,
     on_epoch: EpochCallback | None = None,
     progress: bool = False,
+    max_windows_per_epoch: int | None = None,
 ) -> TrainResult:
-    """Train on `values` (rows on the reference grid, columns = `params.features`)."""
+    """Train on `values` (rows on the reference grid, columns = `params.features`).
+
+    `max_windows_per_epoch` lets each epoch see a fresh random sample of the training
+    windows instead of all of them (for long series on small machines)."""
     from tsloom.forecast.networks import build_network
 
     started = time.perf_counter()
@@ -163,12 +167,24 @@ def train_model(
         layers=params.layers,
         dropout=params.dropout,
         season_steps=season_steps(params),
+        subtract_last=params.subtract_last,
     ).to(device)
     result = TrainResult(
         params, model, scaler, n_train=len(train), n_valid=len(valid), boundary=boundary
     )
     if getattr(model, "trainable", True):
-        _fit(model, train, valid, params, generator, device, result, on_epoch, progress)
+        _fit(
+            model,
+            train,
+            valid,
+            params,
+            generator,
+            device,
+            result,
+            on_epoch,
+            progress,
+            max_windows_per_epoch,
+        )
     result.metrics = evaluate(result, valid)
     result.seconds = time.perf_counter() - started
     return result
@@ -179,7 +195,9 @@ def _rmse(model: nn.Module, windows: Windows, params: LearningParams) -> float:
     return float(np.sqrt(np.mean((pred - windows.y) ** 2)))
 
 
-def _fit(model, train, valid, params, generator, device, result, on_epoch, progress) -> None:
+def _fit(
+    model, train, valid, params, generator, device, result, on_epoch, progress, max_windows=None
+) -> None:
     x = torch.as_tensor(train.x)
     y = torch.as_tensor(train.y)
     optimiser = torch.optim.Adam(model.parameters(), lr=params.learning_rate)
@@ -191,16 +209,20 @@ def _fit(model, train, valid, params, generator, device, result, on_epoch, progr
         for epoch in range(1, params.epochs + 1):
             tick = time.perf_counter()
             model.train()
-            order = torch.randperm(len(x), generator=generator)
+            order = torch.randperm(len(x), generator=generator)[:max_windows]
+            squared, seen = 0.0, 0
             for i in range(0, len(order), params.batch_size):
                 idx = order[i : i + params.batch_size]
                 optimiser.zero_grad()
                 loss = loss_fn(model(x[idx].to(device)), y[idx].to(device))
                 loss.backward()
                 optimiser.step()
+                squared += float(loss.detach()) * len(idx)
+                seen += len(idx)
             row = {
                 "epoch": epoch,
-                "train_rmse": _rmse(model, train, params),
+                # running RMSE over the epoch's batches: free, unlike a second pass
+                "train_rmse": float(np.sqrt(squared / max(seen, 1))),
                 "val_rmse": _rmse(model, valid, params),
                 "seconds": time.perf_counter() - tick,
             }
