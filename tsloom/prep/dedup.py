@@ -14,7 +14,7 @@ from typing import Literal
 import polars as pl
 
 from tsloom.errors import PrepError
-from tsloom.prep._checks import TS, as_list, require_columns
+from tsloom.prep._checks import TS, as_list, require_columns, sort_frame
 
 Policy = Literal["first", "last", "mean"]
 
@@ -54,7 +54,7 @@ def deduplicate(
     subset = [*keys, ts]
     # A stable sort puts the rows sharing (key, ts) next to each other, in input order;
     # only those few runs need hashing, which keeps 10-million-row batches fast.
-    ordered = df.sort(subset, maintain_order=True, nulls_last=True)
+    ordered = sort_frame(df, subset, nulls_last=True)
     same_prev = pl.all_horizontal([pl.col(c).eq_missing(pl.col(c).shift(1)) for c in subset])
     same_next = pl.all_horizontal([pl.col(c).eq_missing(pl.col(c).shift(-1)) for c in subset])
     flags = ordered.select(same_prev.alias("prev"), same_next.alias("next"))
@@ -75,7 +75,7 @@ def deduplicate(
         ]
         merged = distinct.group_by(subset, maintain_order=True).agg(aggs).select(df.columns)
         single = ordered.filter(~(prev | nxt))
-        out = pl.concat([single, merged], how="vertical_relaxed").sort(subset, maintain_order=True)
+        out = sort_frame(pl.concat([single, merged], how="vertical_relaxed"), subset)
     else:
         keep = ~prev if policy == "first" else ~nxt
         out = ordered.filter(keep)

@@ -17,7 +17,14 @@ import numpy as np
 import polars as pl
 
 from tsloom.errors import PrepError
-from tsloom.prep._checks import TS, as_list, require_columns, require_datetime
+from tsloom.prep._checks import (
+    TS,
+    as_list,
+    packing,
+    require_columns,
+    require_datetime,
+    sort_frame,
+)
 from tsloom.prep.period import PeriodEstimate
 
 INSERTED = "_inserted"
@@ -71,7 +78,7 @@ def fill_gaps(
     keys = as_list(by)
     require_columns(df, keys)
     require_datetime(df, ts)
-    work = df.sort([*keys, ts])
+    work = sort_frame(df, [*keys, ts])
     if flag in work.columns:
         work = work.with_columns(pl.col(flag).fill_null(False))
     else:
@@ -84,7 +91,11 @@ def fill_gaps(
             raise PrepError("the period table has no period for some keys", hint=str(keys))
     else:
         stamps = work.select([*keys, ts]).with_columns(pl.lit(_period_us(period)).alias("_p"))
-    nxt = pl.col(ts).shift(-1).over(keys) if keys else pl.col(ts).shift(-1)
+    # sorted by key: the next row is the same key's next reading unless the key changes
+    nxt = pl.col(ts).shift(-1)
+    if keys:
+        same_key = pl.all_horizontal(pl.col(k).eq_missing(pl.col(k).shift(-1)) for k in keys)
+        nxt = pl.when(same_key).then(nxt)
     gap = (nxt - pl.col(ts)).dt.total_microseconds()
     missing = ((gap + pl.col("_p") // 2) // pl.col("_p") - 1).clip(lower_bound=0).fill_null(0)
     stamps = stamps.with_columns(missing.alias("_n")).filter(pl.col("_n") > 0)
@@ -110,7 +121,15 @@ def fill_gaps(
             ]
         )
     )
-    out = pl.concat([work, new], how="diagonal_relaxed").sort([*keys, ts], maintain_order=True)
+    both = pl.concat([work, new], how="diagonal_relaxed")
+    packed = packing(both, [*keys, ts]) if new.height else None
+    if packed is None:
+        out = sort_frame(both, [*keys, ts])
+    else:  # both parts are in (key, ts) order already: merge them rather than sort
+        key = packed[0].alias("__merge_key")
+        left = both.slice(0, work.height).with_columns(key)
+        right = both.slice(work.height).with_columns(key)
+        out = left.merge_sorted(right, "__merge_key").drop("__merge_key")
     report = GapReport(
         gaps=int(summary["gaps"] or 0),
         inserted=int(summary["inserted"] or 0),

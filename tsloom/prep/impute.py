@@ -34,6 +34,7 @@ from tsloom.prep._checks import (
     column_values,
     group_frames,
     require_datetime,
+    sort_frame,
     value_columns,
 )
 from tsloom.prep.decompose import season_steps
@@ -103,7 +104,7 @@ def impute(
     cols = value_columns(df, columns, ts, keys)
     if method not in METHODS:
         raise PrepError(f"unknown imputation method {method!r}", hint=", ".join(METHODS))
-    work = df.sort([*keys, ts]).with_columns(
+    work = sort_frame(df, [*keys, ts]).with_columns(
         [pl.col(c).cast(pl.Float64).fill_nan(None) for c in cols]
     )
     for c in cols:

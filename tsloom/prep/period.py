@@ -42,7 +42,7 @@ from scipy.ndimage import gaussian_filter1d
 from scipy.signal import find_peaks
 
 from tsloom.errors import PrepError
-from tsloom.prep._checks import TS, as_list, group_frames, require_datetime
+from tsloom.prep._checks import TS, as_list, require_datetime
 
 _MS = 1_000
 _S = 1_000_000
@@ -150,13 +150,16 @@ def _clusters(d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     sizes = np.bincount(label, minlength=peaks.size)
     values, reps = np.unique(inside, return_counts=True)  # sorted distinct gaps
     value_label = np.searchsorted(np.asarray(bounds), values)
+    # a cluster is a run of the sorted distinct gaps
+    starts = np.searchsorted(value_label, np.arange(peaks.size))
+    stops = np.searchsorted(value_label, np.arange(peaks.size), side="right")
     for j in range(peaks.size):
-        members = inside[label == j]
-        in_j = np.flatnonzero(value_label == j)
+        in_j = np.arange(starts[j], stops[j])
         top = in_j[int(np.argmax(reps[in_j]))]
-        if reps[top] >= max(2, 0.2 * members.size):
+        if reps[top] >= max(2, 0.2 * sizes[j]):
             modes[j] = values[top]  # discrete data: the exact most frequent gap
         else:  # jittered data: the centre of the cluster
+            members = np.repeat(values[in_j], reps[in_j])  # its gaps, sorted
             jittered[j] = True
             modes[j] = float(np.median(members))
             mad[j] = float(np.median(np.abs(members - modes[j])))
@@ -210,14 +213,19 @@ def _refine(t: np.ndarray, p0: float, iterations: int = 6) -> tuple[float, float
     d = np.diff(rel)
     p, stderr, resid_sd, used = p0, np.inf, p0 / np.sqrt(12), 0.0
     rel_err = 0.05  # assumed error of the GCD estimate before the first pass
+    last_steps = None
     for it in range(iterations):
         ratio = d / p
         k = np.rint(ratio)
         kmax = max(1.0, min(100.0, np.floor(0.1 / rel_err)))
         cut = 0.3 if it == 0 else 0.45
         good = (k >= 1) & (k <= kmax) & (np.abs(ratio - k) <= cut)
+        steps = np.where(good, k, 0.0)
+        if last_steps is not None and np.array_equal(steps, last_steps):
+            break  # the same lattice as last pass: the same fit again, so converged
+        last_steps = steps
         seg = np.concatenate([[0], np.cumsum(~good)])
-        c = np.concatenate([[0.0], np.cumsum(np.where(good, k, 0.0))])
+        c = np.concatenate([[0.0], np.cumsum(steps)])
         cnt = np.bincount(seg).astype(np.float64)
         cm = np.bincount(seg, weights=c) / cnt
         tm = np.bincount(seg, weights=rel) / cnt
@@ -362,15 +370,26 @@ def estimate_periods(
     """
     keys = as_list(by)
     require_datetime(df, ts)
+    # One pass gathers every series' timestamps (as epoch microseconds, keys in order of
+    # first appearance); each series is then a slice of one numpy array.
+    stamps = pl.col(ts).drop_nulls().dt.epoch("us").alias("_t")
+    nulls = pl.col(ts).null_count().alias("_nulls")
+    if keys:
+        groups = df.group_by(keys, maintain_order=True).agg(stamps, nulls)
+    else:
+        groups = df.select(stamps.implode(), nulls)
+    flat = groups.get_column("_t").explode().drop_nulls().to_numpy()  # [] explodes to null
+    ends = np.cumsum(groups.get_column("_t").list.len().to_numpy())
     rows: list[dict[str, object]] = []
-    for key, part in group_frames(df.select([*keys, ts]), keys):
-        row: dict[str, object] = dict(zip(keys, key, strict=True))
+    for i, row in enumerate(groups.select(*keys, "_nulls").iter_rows(named=True)):
+        t = flat[ends[i - 1] if i else 0 : ends[i]]
+        has_null = row.pop("_nulls") > 0
         try:
-            est = estimate_period(part.get_column(ts), **kwargs)
+            est = estimate_period(t, **kwargs)
         except PrepError:
             if errors == "raise":
                 raise
-            row.update(period=None, confidence=0.0, n_points=part.get_column(ts).n_unique())
+            row.update(period=None, confidence=0.0, n_points=np.unique(t).size + has_null)
         else:
             row.update(period=est.period, confidence=est.confidence, n_points=est.n_points)
         rows.append(row)

@@ -9,10 +9,11 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import polars as pl
 
 from tsloom.errors import PrepError
-from tsloom.prep._checks import TS, value_columns
+from tsloom.prep._checks import TS, sort_frame, value_columns
 from tsloom.prep.anomalies import iqr_anomalies, residual_anomalies
 from tsloom.prep.dedup import DedupReport, deduplicate
 from tsloom.prep.gaps import INSERTED, GapReport, fill_gaps
@@ -103,6 +104,52 @@ class CleanResult:
         }
 
 
+SERIES_ID = "_series_id"
+
+
+def _series_ids(
+    work: pl.DataFrame, keys: list[str]
+) -> tuple[pl.DataFrame, list[str], pl.DataFrame | None]:
+    """Replace key columns that are not all integers by one integer id per series.
+
+    Every step groups or sorts by the keys; one UInt32 id (numbered in key order, nulls
+    last) makes that several times faster than, say, a string and an integer column.
+    Returns the frame, the columns to group by and the keys per id (None: keys kept).
+    """
+    if not keys or all(work.schema[k].is_integer() for k in keys):
+        return work, keys, None
+    table = work.group_by(keys).len(name="__rows").drop("__rows").sort(keys, nulls_last=True)
+    row_hash = pl.struct(keys).hash()
+    hashes = table.select(row_hash).to_series()
+    if hashes.n_unique() == table.height:  # the hashes tell every key apart: map them
+        number = pl.int_range(table.height, dtype=pl.UInt32, eager=True)
+        ids = work.select(row_hash.replace_strict(hashes, number, return_dtype=pl.UInt32))
+        series = ids.to_series().alias(SERIES_ID)
+    else:  # a hash collision: number the rows of each key instead
+        rows = (
+            work.select(keys)
+            .with_row_index("_row")
+            .group_by(keys)
+            .agg("_row")
+            .sort(keys, nulls_last=True)
+            .get_column("_row")
+        )
+        ids = np.empty(work.height, dtype=np.uint32)
+        ids[rows.explode().to_numpy()] = np.repeat(
+            np.arange(table.height, dtype=np.uint32), rows.list.len().to_numpy()
+        )
+        series = pl.Series(SERIES_ID, ids)
+    return work.select(TS, series, pl.exclude(TS, *keys)), [SERIES_ID], table
+
+
+def _with_keys(frame: pl.DataFrame, table: pl.DataFrame | None) -> pl.DataFrame:
+    """Put the key columns back in place of the series id (see `_series_ids`)."""
+    if table is None:
+        return frame
+    values = table[frame.get_column(SERIES_ID).to_numpy()]
+    return frame.with_columns(values.get_columns()).drop(SERIES_ID)
+
+
 def _periods(frame: pl.DataFrame, keys: list[str], config: CleanConfig) -> pl.DataFrame:
     if config.period is not None:
         base = frame.select(keys).unique(maintain_order=True) if keys else pl.DataFrame({"_": [0]})
@@ -111,7 +158,10 @@ def _periods(frame: pl.DataFrame, keys: list[str], config: CleanConfig) -> pl.Da
             pl.lit(1.0).alias("confidence"),
             pl.lit(None, dtype=pl.Int64).alias("n_points"),
         ).drop("_", strict=False)
-    periods = estimate_periods(frame, by=keys or None, errors="null")
+    return estimate_periods(frame, by=keys or None, errors="null")
+
+
+def _require_periods(periods: pl.DataFrame, keys: list[str]) -> None:
     missing = periods.filter(pl.col("period").is_null())
     if missing.height:
         where = missing.select(keys).row(0, named=True) if keys else "the series"
@@ -120,7 +170,6 @@ def _periods(frame: pl.DataFrame, keys: list[str], config: CleanConfig) -> pl.Da
             f"({missing['n_points'][0]})",
             hint="give the period explicitly (--period 10min) or clean more data",
         )
-    return periods
 
 
 def clean_frame(
@@ -137,13 +186,13 @@ def clean_frame(
     cols = value_columns(frame, columns, TS, keys)
     if frame.height == 0:
         raise PrepError("there are no rows to clean", hint="check the dataset and time range")
-    work = frame.select([TS, *keys, *cols])
+    work, by, key_table = _series_ids(frame.select([TS, *keys, *cols]), keys)
     steps: list[dict] = []
 
-    validation = validate(work, ts=TS, by=keys or None)
+    validation = validate(work, ts=TS, by=by or None)
     steps.append({"step": "validate", "ok": validation.ok, "problems": len(validation.problems)})
 
-    work, dedup = deduplicate(work, by=keys or None, policy=config.dedup)  # type: ignore[arg-type]
+    work, dedup = deduplicate(work, by=by or None, policy=config.dedup)  # type: ignore[arg-type]
     steps.append(
         {
             "step": "dedup",
@@ -154,7 +203,9 @@ def clean_frame(
         }
     )
 
-    periods = _periods(work, keys, config)
+    work_periods = _periods(work, by, config)
+    periods = _with_keys(work_periods, key_table).select(*keys, pl.exclude(keys))
+    _require_periods(periods, keys)
     steps.append(
         {
             "step": "period",
@@ -164,18 +215,16 @@ def clean_frame(
     )
 
     work, gaps = fill_gaps(
-        work, periods if keys else periods["period"][0], by=keys or None, max_fill=config.max_fill
+        work, work_periods if by else periods["period"][0], by=by or None, max_fill=config.max_fill
     )
     steps.append({"step": "gaps", "rule": "round(gap / period) - 1", **gaps.to_dict()})
 
     flagged = {c: 0 for c in cols}
     if config.anomalies != "none":
         detect = (
-            iqr_anomalies(work, cols, k=config.iqr_k, by=keys or None)
+            iqr_anomalies(work, cols, k=config.iqr_k, by=by or None)
             if config.anomalies == "iqr"
-            else residual_anomalies(
-                work, cols, threshold=config.residual_threshold, by=keys or None
-            )
+            else residual_anomalies(work, cols, threshold=config.residual_threshold, by=by or None)
         )
         work = detect.drop([c for c in detect.columns if c.endswith(("_score", "_resid"))])
         flagged = {c: int(work[f"{c}_anomaly"].sum()) for c in cols}
@@ -195,7 +244,7 @@ def clean_frame(
                     c,
                     config.treat,
                     alpha=config.ema_alpha,
-                    by=keys or None,  # type: ignore[arg-type]
+                    by=by or None,  # type: ignore[arg-type]
                 )
             steps.append(
                 {"step": "treat", "method": config.treat, "rows_dropped": rows_before - work.height}
@@ -206,7 +255,7 @@ def clean_frame(
     missing_before = {c: int(work[c].is_null().sum() + work[c].is_nan().sum()) for c in cols}
     imputed = 0
     if config.impute != "none" and any(missing_before.values()):
-        work = impute(work, config.impute, columns=cols, by=keys or None)  # type: ignore[arg-type]
+        work = impute(work, config.impute, columns=cols, by=by or None)  # type: ignore[arg-type]
         imputed = sum(missing_before.values()) - sum(int(work[c].is_null().sum()) for c in cols)
     steps.append(
         {
@@ -216,9 +265,10 @@ def clean_frame(
             "missing_before": missing_before,
         }
     )
-    work = work.sort([*keys, TS]).select(
-        [TS, *keys, *cols, INSERTED, *(f"{c}_anomaly" for c in cols)]
-    )
+    work = _with_keys(sort_frame(work, [*by, TS]), key_table)
+    if key_table is not None and key_table.null_count().sum_horizontal().item():
+        work = work.sort([*keys, TS])  # ids put null keys last, this puts them first
+    work = work.select([TS, *keys, *cols, INSERTED, *(f"{c}_anomaly" for c in cols)])
     return CleanResult(
         frame=work,
         keys=tuple(keys),

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import polars as pl
 
 from tsloom.errors import PrepError
-from tsloom.prep._checks import TS, as_list, require_columns
+from tsloom.prep._checks import TS, as_list, lead_order, packing, require_columns
 
 MAX_EXAMPLES = 5
 _ZONED = r"(?:[Zz]|[+-]\d{2}:?\d{2})$"
@@ -203,6 +204,47 @@ def parse_timestamps(
     )
 
 
+def _order_rows(
+    valid: pl.DataFrame, keys: list[str], ts: str
+) -> tuple[np.ndarray, np.ndarray, Callable[[], np.ndarray]] | None:
+    """Positions (ascending) of the rows of `valid` (no null stamps) that are earlier
+    than the previous stamp of their key, equal to it, and (on demand) that share their
+    (key, ts) with another row.
+
+    Rows are grouped by key with one stable sort (input order kept within a key) and the
+    duplicates found by a second, stable sort by (key, ts), which is cheap on stamps that
+    are nearly in order already. Both need the key and ts packed into one integer
+    (`packing`); None otherwise, and the caller hashes instead.
+    """
+    packed = packing(valid, [*keys, ts])
+    if packed is None:
+        return None
+    full, spans = packed
+    if keys:
+        first, values = lead_order(valid, keys, full, spans)
+        if first is None:  # too many keys for a radix pass: polars sorts them
+            by_key = pl.arg_sort_by(full // spans[-1], maintain_order=True)
+            first = valid.select(by_key).to_series().to_numpy()
+        order = first
+        grouped = values[order]
+        key = grouped // spans[-1]  # the key's part of the packed (key, ts)
+        same_key = key[1:] == key[:-1]
+    else:
+        order = np.arange(valid.height)
+        grouped = valid.select(full).to_series().to_numpy()
+        same_key = np.ones(max(valid.height - 1, 0), dtype=bool)
+    back = np.sort(order[1:][same_key & (grouped[1:] < grouped[:-1])])
+    same = np.sort(order[1:][same_key & (grouped[1:] == grouped[:-1])])
+
+    def duplicated() -> np.ndarray:
+        by_stamp = np.argsort(grouped, kind="stable")
+        ordered = grouped[by_stamp]
+        equal = np.flatnonzero(ordered[1:] == ordered[:-1])
+        return np.sort(order[by_stamp[np.union1d(equal, equal + 1)]])
+
+    return back, same, duplicated
+
+
 def validate_timestamps(
     df: pl.DataFrame,
     ts: str = TS,
@@ -245,19 +287,26 @@ def validate_timestamps(
     absent = df.get_column(ts).is_null()  # missing in the input, not unparseable
     problems += _problem("missing", int(absent.sum()), work.filter(absent).get_column("_row"))
     valid = work.filter(col.is_not_null())
-    prev = col.shift(1).over(keys) if keys else col.shift(1)
-    valid = valid.with_columns((col < prev).alias("_back"), (col == prev).alias("_same"))
-    back = valid.filter(pl.col("_back"))
+    rows = _order_rows(valid, keys, ts)
+    if rows is None:
+        prev = col.shift(1).over(keys) if keys else col.shift(1)
+        valid = valid.with_columns((col < prev).alias("_back"), (col == prev).alias("_same"))
+        back = valid.filter(pl.col("_back"))
+    else:
+        back = valid[rows[0]]
     problems += _problem(
         "out_of_order",
         back.height,
         [f"row {r}: {t}" for r, t in back.head(MAX_EXAMPLES).select("_row", ts).rows()],
     )
     if back.height == 0:  # in order: a repeated stamp follows its first occurrence
-        dups = valid.filter(pl.col("_same"))
+        dups = valid.filter(pl.col("_same")) if rows is None else valid[rows[1]]
         n_dup = dups.height
-    else:  # out of order: hash (key, ts)
-        dups = valid.filter(pl.struct([*keys, ts]).is_duplicated())
+    else:  # out of order: hash (key, ts), or sort it (see _order_rows)
+        if rows is None:
+            dups = valid.filter(pl.struct([*keys, ts]).is_duplicated())
+        else:
+            dups = valid[rows[2]()]
         n_dup = dups.height - dups.select([*keys, ts]).n_unique() if dups.height else 0
     examples = dups.get_column(ts).head(MAX_EXAMPLES * 10).unique(maintain_order=True)
     problems += _problem("duplicate", n_dup, examples)
