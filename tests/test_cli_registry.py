@@ -65,6 +65,12 @@ def test_train_registers_then_search_predict_promote_delete(
     rows = pl.read_json(predicted.stdout_bytes)
     assert rows.height == 6 and rows["step"].to_list() == [1, 2, 3, 4, 5, 6]
 
+    # the readings' own column name works as well as the integrated feature name
+    window.rename({"power.etth1.OT": "OT"}).write_csv(tmp_path / "bare.csv")
+    bare = runner.invoke(app, ["predict", ref, "--csv", str(tmp_path / "bare.csv"), "--json"])
+    assert bare.exit_code == 0, bare.output
+    assert pl.read_json(bare.stdout_bytes).equals(rows)
+
     short = window.head(10)
     short.write_csv(tmp_path / "short.csv")
     bad = runner.invoke(app, ["predict", ref, "--csv", str(tmp_path / "short.csv")])

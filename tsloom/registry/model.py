@@ -85,9 +85,28 @@ class RegisteredModel:
             f"{format_duration(p.input_width)}) with columns ts, {', '.join(p.features)}"
         )
 
+    def _by_feature_names(self, window: pl.DataFrame) -> pl.DataFrame:
+        """Accept the readings' own column names (`OT`, `co2[sensor_id=1]`) wherever they
+        name one of the model's features unambiguously."""
+        from tsloom.integrate import resolve_feature
+
+        features = list(self.params.features)
+        renames = {}
+        for column in window.columns:
+            if column == "ts" or column in features:
+                continue
+            try:
+                renames[column] = resolve_feature(column, features)
+            except TsloomError:
+                continue
+        if len(set(renames.values())) != len(renames):
+            return window
+        return window.rename(renames)
+
     def _window_values(self, window: Any) -> tuple[np.ndarray, datetime | None]:
         p = self.params
         if isinstance(window, pl.DataFrame):
+            window = self._by_feature_names(window)
             missing = [c for c in ("ts", *p.features) if c not in window.columns]
             if missing:
                 raise WindowError(
