@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -35,6 +34,8 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from _common import machine, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = ["sensor_id", "position"]
@@ -47,19 +48,6 @@ SOURCES = (
 )
 AIM_SPEEDUP = 5.0
 AIM_PEAK_GIB = 4.0
-
-
-def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, Python {sys.version.split()[0]}"
 
 
 def generate(path: Path, rows: int, series: int, seed: int) -> dict[str, float]:
@@ -244,10 +232,6 @@ def _close(a: float, b: float) -> bool:
 
 
 def _record(args, k, ours, peer, peak, ratio, size_mb, true_periods, agree, load) -> None:
-    doc = ROOT / "docs" / "benchmarks.md"
-    if not doc.exists():
-        doc.write_text("# Benchmarks\n\nEach section is written by the command it names.\n")
-    text = doc.read_text()
     marker = "## Cleaning pipeline"
     met_speed = ratio >= AIM_SPEEDUP
     met_peak = peak["tsloom"] < AIM_PEAK_GIB
@@ -255,7 +239,7 @@ def _record(args, k, ours, peer, peak, ratio, size_mb, true_periods, agree, load
     section = (
         f"{marker}\n\n"
         f"`.venv/bin/python benchmarks/clean_pipeline.py --rows {args.rows} "
-        f"--series {args.series}` — {datetime.now(UTC):%Y-%m-%d}, {_machine()}; "
+        f"--series {args.series}` — {datetime.now(UTC):%Y-%m-%d}, {machine()}; "
         f"load average {load:.1f} when it started (the seconds move with it).\n\n"
         f"{args.rows:,} synthetic rows over {args.series:,} series (periods 1, 5, 10 and 15 min "
         f"with jitter, 2% gaps, 1% duplicates, 0.5% outliers; {size_mb:.0f} MiB Parquet). "
@@ -290,13 +274,7 @@ def _record(args, k, ours, peer, peak, ratio, size_mb, true_periods, agree, load
         f"Aim: at least {AIM_SPEEDUP:g}× pandas — {'met' if met_speed else 'NOT met'}; "
         f"under {AIM_PEAK_GIB:g} GiB peak — {'met' if met_peak else 'NOT met'}.\n"
     )
-    if marker in text:
-        head, _, rest = text.partition(marker)
-        nxt = rest.find("\n## ")
-        text = head + section + (rest[nxt + 1 :] if nxt >= 0 else "")
-    else:
-        text = text.rstrip() + "\n\n" + section
-    doc.write_text(text)
+    doc = write_section(marker, section)
     print(f"recorded in {doc}")
 
 

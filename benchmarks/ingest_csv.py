@@ -13,36 +13,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
-
-ROOT = Path(__file__).resolve().parents[1]
+from _common import machine, write_section
 
 
 def _timed(fn):
     start = time.perf_counter()
     value = fn()
     return time.perf_counter() - start, value
-
-
-def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, Python {sys.version.split()[0]}"
 
 
 def main() -> None:
@@ -95,15 +79,11 @@ def main() -> None:
 
 
 def _record(args, peer_s: float, our_s: float, ratio: float, size_mb: float) -> None:
-    doc = ROOT / "docs" / "benchmarks.md"
-    if not doc.exists():
-        doc.write_text("# Benchmarks\n\nEach section is written by the command it names.\n")
-    text = doc.read_text()
     marker = "## Ingestion: CSV → lake"
     section = (
         f"{marker}\n\n"
         f"`.venv/bin/python benchmarks/ingest_csv.py --rows {args.rows} --series {args.series}`"
-        f" — {datetime.now(UTC):%Y-%m-%d}, {_machine()}.\n\n"
+        f" — {datetime.now(UTC):%Y-%m-%d}, {machine()}.\n\n"
         f"{args.rows:,} rows ({args.series} series, {size_mb:.0f} MiB CSV), "
         f"best of {args.repeat}:\n\n"
         "| path | seconds | rows/s | vs peer |\n| --- | --- | --- | --- |\n"
@@ -113,13 +93,7 @@ def _record(args, peer_s: float, our_s: float, ratio: float, size_mb: float) -> 
         f"{args.rows / our_s:,.0f} | {ratio:.2f}× the time |\n\n"
         f"Aim: within 2× of the raw Parquet write — {'met' if ratio <= 2 else 'NOT met'}.\n"
     )
-    if marker in text:
-        head, _, rest = text.partition(marker)
-        nxt = rest.find("\n## ")
-        text = head + section + (rest[nxt + 1 :] if nxt >= 0 else "")
-    else:
-        text = text.rstrip() + "\n\n" + section
-    doc.write_text(text)
+    doc = write_section(marker, section)
     print(f"recorded in {doc}")
 
 
