@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import pytest
+from conftest import s3_client
 
 from tsloom.catalog import Catalog
 from tsloom.config import Settings, load_settings
@@ -17,28 +16,10 @@ from tsloom.lake.retention import apply_retention
 
 
 @pytest.fixture
-def s3_lake(tsloom_home: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
-    boto3 = pytest.importorskip("boto3")
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1",
-        "TSLOOM_LAKE_URL": "s3://tsloom-lake/lake",
-        "TSLOOM_S3_ENDPOINT_URL": endpoint,
-    }.items():
-        monkeypatch.setenv(key, value)
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(
-        Bucket="tsloom-lake"
-    )
-    yield load_settings()
-    server.stop()
+def s3_lake(tsloom_home: Settings, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv("TSLOOM_LAKE_URL", "s3://tsloom-lake/lake")
+    s3_client(s3_endpoint).create_bucket(Bucket="tsloom-lake")
+    return load_settings()
 
 
 def test_ingest_read_and_retention_on_s3(s3_lake: Settings) -> None:

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from collections.abc import Iterator
 from datetime import timedelta
 
 import numpy as np
 import pytest
 import torch
+from conftest import s3_client
 from test_registry import (
     TABLES,
     count_rows,
@@ -41,23 +41,8 @@ def _one_thread():
 
 
 @pytest.fixture
-def s3(tsloom_home: Settings, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator:
-    boto3 = pytest.importorskip("boto3")
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1",
-        "TSLOOM_S3_ENDPOINT_URL": endpoint,
-    }.items():
-        monkeypatch.setenv(key, value)
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+def s3(tsloom_home: Settings, pg_url: str, s3_endpoint: str) -> Iterator:
+    client = s3_client(s3_endpoint)
     client.create_bucket(Bucket=BUCKET)
     local = make_settings(tsloom_home.home, pg_url, f"s3://{BUCKET}/registry")
     settings = Settings(
@@ -65,11 +50,10 @@ def s3(tsloom_home: Settings, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> I
         db_url=local.db_url,
         lake_url=local.lake_url,
         registry_url=local.registry_url,
-        s3_endpoint_url=endpoint,
+        s3_endpoint_url=s3_endpoint,
     )
     yield settings, client
     dispose_engines()
-    server.stop()
 
 
 def keys(client) -> set[str]:
