@@ -105,6 +105,10 @@ BAD_FILES = {
     ),
     "missing_ts": ("time,OT\n2016-07-01 00:00:00,1.0\n", r"timestamp column 'date' not found"),
     "header_only": ("date,OT\n", r"has no rows"),
+    "empty_key": (
+        "date,site,OT\n2016-07-01 00:00:00,a,1.0\n2016-07-01 01:00:00,,2.0\n",
+        r"line 3: key column 'site' is empty",
+    ),
     "empty_ts": (
         "date,OT\n2016-07-01 00:00:00,1.0\n,2.0\n",
         r"line 3: timestamp column 'date' is empty",
@@ -119,8 +123,9 @@ def test_bad_files_name_the_place_and_write_nothing(
     content, message = BAD_FILES[case]
     path = tmp_path / "bad.csv"
     path.write_text(content)
+    keys = ["site"] if case == "empty_key" else []
     with pytest.raises(InputDataError, match=message) as err:
-        ingest_file(path, "power.bad", ts="date")
+        ingest_file(path, "power.bad", ts="date", keys=keys)
     assert err.value.hint
     _nothing_written(tsloom_home, "power.bad")
 

@@ -269,6 +269,15 @@ def normalize(
             )
     if len(set(keys) | set(values)) != len(keys) + len(values):
         raise InputDataError(f"{where.origin}: a column is both a key and a value column")
+    for key in keys:
+        nulls = frame[key].is_null()
+        if nulls.any():
+            index = int(nulls.arg_true()[0])
+            raise InputDataError(
+                f"{where.origin}, {where.row(index)}: key column {key!r} is empty",
+                hint="every reading needs its key values to tell its series apart; "
+                "fill them or drop those rows",
+            )
     ts_series, guessed = parse_timestamps(
         frame[ts], ts_format=ts_format, ts_unit=ts_unit, tz=tz, where=where
     )
