@@ -112,18 +112,19 @@ def ingest_file_cmd(
     """Ingest a file; running it again adds nothing."""
     from tsloom.sources.files import ingest_file
 
-    result = ingest_file(
-        path,
-        dataset,
-        ts=ts,
-        fmt=fmt,
-        keys=_split(keys),
-        values=_split(values) or None,
-        ts_format=ts_format,
-        ts_unit=ts_unit,
-        tz=tz,
-        units=_units(unit),
-    )
+    with console.status(f"ingesting {path.name} into {dataset}"):
+        result = ingest_file(
+            path,
+            dataset,
+            ts=ts,
+            fmt=fmt,
+            keys=_split(keys),
+            values=_split(values) or None,
+            ts_format=ts_format,
+            ts_unit=ts_unit,
+            tz=tz,
+            units=_units(unit),
+        )
     render_ingest(console, result)
 
 
