@@ -111,3 +111,10 @@ def test_long_widths_keep_distinct_ids_and_round_trip() -> None:
     assert json.loads(two_weeks.canonical_json())["input_width"] == "1209600s"
     again = LearningParams.load(json.loads(two_weeks.canonical_json()))
     assert again.param_id == two_weeks.param_id
+
+
+def test_knobs_added_later_leave_existing_ids_alone() -> None:
+    plain = LearningParams.load(BASE)
+    assert "subtract_last" not in plain.canonical()
+    assert LearningParams.load({**BASE, "subtract_last": False}).param_id == plain.param_id
+    assert LearningParams.load({**BASE, "subtract_last": True}).param_id != plain.param_id

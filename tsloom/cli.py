@@ -559,6 +559,30 @@ def predict_cmd(
     console.print(str(forecast), markup=False)
 
 
+@app.command("serve")
+def serve_cmd(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8000,
+    preload: Annotated[list[str] | None, typer.Option(help="model ref to load at start")] = None,
+    cache_size: Annotated[int | None, typer.Option(help="models resident at once")] = None,
+    api_key_hash: Annotated[
+        list[str] | None, typer.Option(help="SHA-256 of an API key allowed to write")
+    ] = None,
+) -> None:
+    """REST predictions from the registry (settings also from TSLOOM_SERVE_* variables)."""
+    from tsloom.serve.app import serve
+    from tsloom.serve.config import ServeConfig
+
+    overrides: dict = {}
+    if preload:
+        overrides["preload"] = tuple(preload)
+    if cache_size is not None:
+        overrides["cache_size"] = cache_size
+    if api_key_hash:
+        overrides["api_key_hashes"] = tuple(api_key_hash)
+    serve(host, port, config=ServeConfig.from_env(**overrides))
+
+
 @datasets_app.command("list")
 def datasets_list(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,

@@ -22,6 +22,10 @@ ScalerKind = Literal["robust", "robust_log", "log", "minmax", "zscore"]
 
 # Knobs that change where or how fast a model trains but not what it is.
 _NOT_IN_ID = frozenset({"device"})
+# Knobs added after the first release, with their defaults: they enter the id only when
+# set away from the default, so every model made before keeps its param id. A default
+# here must never change; add a new knob instead.
+_ADDED_LATER: dict[str, Any] = {"subtract_last": False}
 
 
 def _iso_seconds(value: timedelta) -> str:
@@ -108,6 +112,9 @@ class LearningParams(BaseModel):
     def canonical(self) -> dict[str, Any]:
         """The id-bearing parameters with durations as seconds, in a stable form."""
         data = self.model_dump(exclude=set(_NOT_IN_ID))
+        for name, default in _ADDED_LATER.items():
+            if data.get(name) == default:
+                del data[name]
         for key in ("input_width", "output_width", "freq"):
             data[key] = _iso_seconds(data[key])
         data["features"] = list(data["features"])

@@ -1,0 +1,454 @@
+"""The REST server over the registry: search/show/predict/integrations, errors (404 with
+nearest matches, 413, 422, integrity), the LRU model cache and coalesced loads, stage
+aliases picked up without a restart, API keys, dynamic batching and overload (429),
+preload/readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+import tsloom.registry as reg
+from tsloom.config import Settings
+from tsloom.errors import ConfigError
+from tsloom.forecast.job import train_on_integration
+from tsloom.integrate import IntegrationSpec, integrate, integration_id
+from tsloom.serve import ServeConfig, create_app, hash_key
+from tsloom.serve.batching import predict_batch
+from tsloom.serve.cache import ModelCache
+from tsloom.sources.files import ingest_file
+
+ETT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ett" / "ETTh1.csv"
+SPEC = {"sources": ["power.etth1"], "freq": "1h", "start": "2016-07-01", "end": "2016-08-15"}
+BASE = {"target": "OT", "method": "dlinear", "epochs": 1, "input_width": "24h"}
+KEY = "s3cret-key"
+
+
+class World:
+    settings: Settings
+    a: str  # 24h in, 6h out
+    b: str  # 12h in, 3h out
+    window: pl.DataFrame  # 24 hourly rows of ts + the integrated features, after training
+
+
+def train(settings: Settings, **change) -> str:
+    run = train_on_integration(SPEC, {**BASE, **change}, settings=settings)
+    return reg.register(run, settings=settings)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    home = tmp_path_factory.mktemp("serve") / "home"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TSLOOM_HOME", str(home))
+    for var in ("TSLOOM_DB_URL", "TSLOOM_LAKE_URL", "TSLOOM_REGISTRY_URL", "TSLOOM_CONFIG"):
+        mp.delenv(var, raising=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    w = World()
+    w.settings = Settings(
+        home=home,
+        db_url=f"sqlite:///{home / 'tsloom.db'}",
+        lake_url=str(home / "lake"),
+        registry_url=str(home / "registry"),
+    )
+    home.mkdir(parents=True)
+    ingest_file(ETT, "power.etth1", ts="date", settings=w.settings)
+    w.a = train(w.settings, output_width="6h")
+    w.b = train(w.settings, input_width="12h", output_width="3h")
+    spec = IntegrationSpec.from_tables(["power.etth1"], "1h", start="2016-09-01", end="2016-09-03")
+    w.window = integrate(spec, settings=w.settings).frame
+    yield w
+    torch.set_num_threads(threads)
+    mp.undo()
+
+
+def rows(frame: pl.DataFrame, columns: list[str] | None = None) -> list[dict]:
+    frame = frame.select(["ts", *(columns or [c for c in frame.columns if c != "ts"])])
+    frame = frame.with_columns(pl.col("ts").dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return frame.to_dicts()
+
+
+def ot_rows(w: World, n: int = 24, offset: int = 0) -> list[dict]:
+    part = w.window.slice(offset, n).rename({"power.etth1.OT": "OT"})
+    return rows(part, ["OT", *[c for c in part.columns if c.startswith("power.")]])
+
+
+def client(w: World, **config) -> TestClient:
+    return TestClient(create_app(w.settings, ServeConfig(**config)))
+
+
+# ------------------------------------------------------------------ reads and predictions
+
+
+def test_search_show_integrations_and_probes(world: World) -> None:
+    iid = integration_id(["power.etth1"])
+    with client(world) as c:
+        tree = c.get("/v1/models").json()
+        assert set(tree) == {iid}
+        leaves = tree[iid]["power.etth1.OT"]["dlinear"]
+        assert {v["ref"] for v in leaves.values()} == {world.a, world.b}
+        assert c.get("/v1/models", params={"tables": "power.etth1", "target": "OT"}).json()
+        assert c.get("/v1/models", params={"method": "vanilla"}).json() == {}
+        assert c.get("/v1/models", params={"metric": "rmse", "max_value": -1}).json() == {}
+        bad = c.get("/v1/models", params={"stage": "gold"})
+        assert bad.status_code == 422 and "gold" in bad.json()["message"]
+
+        shown = c.get(f"/v1/models/{world.a}").json()
+        assert shown["ref"] == world.a and shown["verified"] is True
+        assert shown["params"]["output_width"] and "rmse" in shown["metrics"]
+        assert shown["lineage"]["integration"]["spec"]
+        by_prefix = c.get(f"/v1/models/{world.a.rsplit('/', 1)[1][:10]}").json()
+        assert by_prefix["ref"] == world.a
+
+        made = c.post("/v1/integrations", json={"tables": ["power.etth1", "power.etth1"]})
+        assert made.json() == {"integration_id": iid, "tables": ["power.etth1"]}
+        assert c.post("/v1/integrations", json={"tables": ["../x"]}).status_code == 422
+        assert c.post("/v1/integrations", json={"tables": []}).status_code == 422
+
+        assert c.get("/healthz").json() == {"status": "ok"}
+        assert c.get("/readyz").status_code == 200
+        paths = c.get("/openapi.json").json()["paths"]
+        assert "/v1/models/{ref}/predict" in paths or "/v1/models/{ref:path}/predict" in paths
+
+
+def test_predict_rows_latest_and_arrow_equal_the_registry(world: World) -> None:
+    model = reg.load(world.a, settings=world.settings)
+    window = world.window.head(24)
+    expected = model.predict(window)
+    with client(world) as c:
+        got = c.post(f"/v1/models/{world.a}/predict", json={"rows": ot_rows(world)})
+        assert got.status_code == 200, got.text
+        body = got.json()
+        assert body["ref"] == world.a and body["freq"] == "3600s"
+        assert [p["step"] for p in body["predictions"]] == [1, 2, 3, 4, 5, 6]
+        assert np.allclose([p["value"] for p in body["predictions"]], expected["power.etth1.OT"])
+        assert [p["ts"] for p in body["predictions"]] == [
+            t.isoformat() for t in expected["ts"].to_list()
+        ]
+
+        latest = c.post(f"/v1/models/{world.a}/predict", json={"latest": True}).json()
+        offline = reg.predict_latest(world.a, settings=world.settings)
+        assert np.allclose([p["value"] for p in latest["predictions"]], offline["power.etth1.OT"])
+
+        buf = window.write_ipc_stream(None).getvalue()
+        arrow = c.post(
+            f"/v1/models/{world.a}/predict",
+            content=buf,
+            headers={"content-type": "application/vnd.apache.arrow.stream"},
+        )
+        assert arrow.status_code == 200, arrow.text
+        assert arrow.json()["predictions"] == body["predictions"]
+
+
+# ------------------------------------------------------------------ errors
+
+
+def test_bad_payloads_are_422_with_what_was_wrong(world: World) -> None:
+    url = f"/v1/models/{world.a}/predict"
+    with client(world) as c:
+        short = c.post(url, json={"rows": ot_rows(world, n=10)})
+        assert short.status_code == 422
+        assert short.json()["error"] == "bad_window" and "10 rows" in short.json()["message"]
+        assert short.json()["hint"]
+        gap = ot_rows(world, n=25)
+        del gap[5]
+        assert "step" in c.post(url, json={"rows": gap}).json()["message"]
+        bad_ts = ot_rows(world)
+        bad_ts[3]["ts"] = "yesterday"
+        r = c.post(url, json={"rows": bad_ts})
+        assert r.status_code == 422 and "rows.3.ts" in r.json()["message"]
+        bad_value = ot_rows(world)
+        bad_value[2]["OT"] = "hot"
+        assert "OT" in c.post(url, json={"rows": bad_value}).json()["message"]
+        missing = ot_rows(world)
+        missing[7]["OT"] = None
+        assert "missing value" in c.post(url, json={"rows": missing}).json()["message"]
+        for body in ({}, {"rows": []}, {"rows": ot_rows(world), "latest": True}, {"x": 1}):
+            r = c.post(url, json=body)
+            assert r.status_code == 422 and r.json()["error"] == "invalid_request", body
+        assert c.post(url, content=b"{not json").status_code == 422
+
+
+def test_unknown_models_are_404_with_nearest_matches(world: World) -> None:
+    typo = world.a[:-1] + ("0" if world.a[-1] != "0" else "1")
+    with client(world) as c:
+        for method, path in (
+            ("GET", f"/v1/models/{typo}"),
+            ("POST", f"/v1/models/{typo}/predict"),
+        ):
+            r = c.request(method, path, json={"rows": ot_rows(world)})
+            assert r.status_code == 404, r.text
+            assert world.a in r.json()["matches"]
+        r = c.get(f"/v1/models/{world.a.rsplit('/', 1)[1][:-3]}zzz")
+        assert r.status_code == 404 and world.a in r.json()["matches"]
+        assert c.get("/v1/models/nope/../../etc").status_code == 404
+
+
+def test_body_limit_is_413(world: World) -> None:
+    with client(world, max_body_bytes=2000) as c:
+        r = c.post(f"/v1/models/{world.a}/predict", json={"rows": ot_rows(world)})
+        assert r.status_code == 413 and r.json()["error"] == "payload_too_large"
+
+        def chunks():  # no content-length: counted while streaming
+            for _ in range(10):
+                yield b" " * 500
+
+        r = c.post(f"/v1/models/{world.a}/predict", content=chunks())
+        assert r.status_code == 413
+
+
+def test_tampered_model_is_a_clear_500_without_traceback(world: World) -> None:
+    weights = Path(world.settings.registry_url) / world.b / "weights.pt"
+    original = weights.read_bytes()
+    try:
+        weights.write_bytes(original[:-10] + b"0123456789")
+        with client(world) as c:
+            r = c.post(f"/v1/models/{world.b}/predict", json={"rows": ot_rows(world, 12)})
+            assert r.status_code == 500
+            body = r.json()
+            assert body["error"] == "model_integrity" and "weights.pt" in body["message"]
+            assert "Traceback" not in r.text
+    finally:
+        weights.write_bytes(original)
+
+
+# ------------------------------------------------------------------ cache and aliases
+
+
+def test_lru_cache_evicts_least_recently_used(world: World) -> None:
+    app = create_app(world.settings, ServeConfig(cache_size=1))
+    state = app.state.tsloom
+    with TestClient(app) as c:
+        for ref, n in ((world.a, 24), (world.b, 12), (world.a, 24), (world.a, 24)):
+            r = c.post(f"/v1/models/{ref}/predict", json={"rows": ot_rows(world, n)})
+            assert r.status_code == 200
+        assert state.cache.load_count == 3 and state.cache.resident() == [world.a]
+        assert "tsloom_models_resident 1.0" in c.get("/metrics").text
+
+    cache = ModelCache(lambda ref: ref.upper(), capacity=2)
+    for ref in ("a", "b", "a", "c"):
+        cache.get(ref)
+    assert cache.resident() == ["a", "c"]
+
+
+def test_concurrent_loads_of_one_ref_coalesce() -> None:
+    calls = []
+    gate = threading.Event()
+
+    def loader(ref: str) -> str:
+        calls.append(ref)
+        gate.wait(2)
+        return ref * 2
+
+    cache = ModelCache(loader, capacity=4)
+    out: list[str] = []
+    threads = [threading.Thread(target=lambda: out.append(cache.get("x"))) for _ in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(0.1)
+    gate.set()
+    for t in threads:
+        t.join()
+    assert calls == ["x"] and out == ["xx"] * 8
+
+    def failing(ref: str) -> str:
+        raise RuntimeError("boom")
+
+    broken = ModelCache(failing, capacity=1)
+    with pytest.raises(RuntimeError):
+        broken.get("y")
+    assert broken.resident() == []
+
+
+def test_promotion_is_picked_up_without_restart(world: World) -> None:
+    iid, segment = world.a.split("/")[:2]
+    alias = f"/v1/models/{iid}/{segment}/production"
+    auth = {"Authorization": f"Bearer {KEY}"}
+    app = create_app(world.settings, ServeConfig(api_key_hashes=(hash_key(KEY),)))
+    try:
+        with TestClient(app) as c:
+            none = c.post(f"{alias}/predict", json={"rows": ot_rows(world)})
+            assert none.status_code == 404 and "production" in none.json()["message"]
+
+            assert c.post(f"/v1/models/{world.a}/promote", headers=auth).status_code == 200
+            r = c.post(f"{alias}/predict", json={"rows": ot_rows(world)})
+            assert r.status_code == 200 and r.json()["ref"] == world.a
+            q = c.post(
+                f"/v1/models/{iid}/OT/predict?stage=production", json={"rows": ot_rows(world)}
+            )
+            assert q.json()["ref"] == world.a
+            assert c.get(alias).json()["ref"] == world.a
+
+            # promoted in the registry by someone else: seen once the alias TTL passes
+            reg.promote(world.b, archive_others=True, settings=world.settings)
+            app.state.tsloom.aliases.ttl = 0
+            r = c.post(f"{alias}/predict", json={"rows": ot_rows(world, 12)})
+            assert r.json()["ref"] == world.b and len(r.json()["predictions"]) == 3
+    finally:
+        for ref in (world.a, world.b):
+            reg.promote(ref, "staged", settings=world.settings)
+
+
+# ------------------------------------------------------------------ auth
+
+
+def test_api_keys_guard_writes_before_anything_else(world: World) -> None:
+    ghost = "0" * 40 + "/OT/dlinear/" + "f" * 40
+    right = {"Authorization": f"Bearer {KEY}"}
+    wrong = {"Authorization": "Bearer not-it"}
+    with client(world, api_key_hashes=(hash_key(KEY),)) as c:
+        for headers in ({}, wrong, {"Authorization": KEY}):
+            for method, path in (
+                ("POST", f"/v1/models/{ghost}/promote"),
+                ("DELETE", f"/v1/models/{ghost}"),
+                ("POST", "/v1/admin/reload"),
+                ("POST", f"/v1/models/{world.a}/promote"),
+            ):
+                r = c.request(method, path, headers=headers, content=b"x" * 10_000_000)
+                assert r.status_code == 401, (method, path, headers)
+                assert r.headers["www-authenticate"] == "Bearer"
+        assert c.get("/v1/models").status_code == 200  # reads are open by default
+        assert c.delete(f"/v1/models/{ghost}", headers=right).status_code == 404
+        assert c.post("/v1/admin/reload", headers=right).json()["evicted"] == []
+        r = c.post(f"/v1/models/{world.a}/promote", headers=right, json={"stage": "archived"})
+        assert r.status_code == 200 and r.json()["stage"] == "archived"
+        bad = c.post(f"/v1/models/{world.a}/promote", headers=right, json={"stage": "gold"})
+        assert bad.status_code == 422
+        reg.promote(world.a, "staged", settings=world.settings)
+
+        doomed = train(world.settings, output_width="2h")
+        c.post(f"/v1/models/{doomed}/predict", json={"rows": ot_rows(world)})
+        assert c.delete(f"/v1/models/{doomed}", headers=right).json()["ref"] == doomed
+        assert c.get(f"/v1/models/{doomed}").status_code == 404
+        gone = c.post(f"/v1/models/{doomed}/predict", json={"rows": ot_rows(world)})
+        assert gone.status_code == 404
+
+    with client(world, api_key_hashes=(hash_key(KEY),), read_requires_key=True) as c:
+        assert c.get("/v1/models").status_code == 401
+        assert c.get("/v1/models", headers=wrong).status_code == 401
+        assert c.get("/v1/models", headers=right).status_code == 200
+        assert c.get("/healthz").status_code == 200 and c.get("/metrics").status_code == 200
+
+    with client(world) as c:  # no keys configured: no write is possible
+        assert c.post(f"/v1/models/{world.a}/promote", headers=right).status_code == 401
+
+
+def test_serve_config() -> None:
+    assert hash_key("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    with pytest.raises(ConfigError, match="SHA-256"):
+        ServeConfig(api_key_hashes=("plain-key",))
+    cfg = ServeConfig.from_env(
+        {
+            "TSLOOM_SERVE_CACHE_SIZE": "3",
+            "TSLOOM_SERVE_PRELOAD": "a, b",
+            "TSLOOM_SERVE_READ_REQUIRES_KEY": "yes",
+            "TSLOOM_SERVE_MAX_WAIT_MS": "1.5",
+            "TSLOOM_SERVE_API_KEY_HASHES": hash_key("k").upper(),
+        }
+    )
+    assert cfg.cache_size == 3 and cfg.preload == ("a", "b") and cfg.read_requires_key
+    assert cfg.max_wait_ms == 1.5 and cfg.api_key_hashes == (hash_key("k"),)
+    with pytest.raises(ConfigError):
+        ServeConfig(cache_size=0)
+
+
+# ------------------------------------------------------------------ batching and overload
+
+
+def test_concurrent_requests_batch_and_equal_single_predictions(world: World) -> None:
+    app = create_app(world.settings, ServeConfig(max_batch_size=8, max_wait_ms=30))
+    model = reg.load(world.a, settings=world.settings)
+    n = 16
+
+    async def main() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as ac:
+            await ac.post(f"/v1/models/{world.a}/predict", json={"rows": ot_rows(world)})
+            return await asyncio.gather(
+                *(
+                    ac.post(f"/v1/models/{world.a}/predict", json={"rows": ot_rows(world, 24, i)})
+                    for i in range(n)
+                )
+            )
+
+    responses = asyncio.run(main())
+    batches = app.state.tsloom.batcher.batches
+    assert max(batches) > 1 and max(batches) <= 8, batches
+    for i, r in enumerate(responses):
+        assert r.status_code == 200, r.text
+        single = model.predict(world.window.slice(i, 24))["power.etth1.OT"].to_numpy()
+        got = np.array([p["value"] for p in r.json()["predictions"]])
+        np.testing.assert_allclose(got, single, rtol=1e-6, atol=1e-6)
+    text = TestClient(app).get("/metrics").text
+    assert "tsloom_batch_size_count" in text and "tsloom_model_load_duration_seconds" in text
+
+    feats = list(model.params.features)
+    windows = [world.window.slice(i, 24).select(feats).to_numpy() for i in range(3)]
+    batched = predict_batch(model, windows)
+    for w, out in zip(windows, batched, strict=True):
+        np.testing.assert_allclose(out, model.predict_values(w), rtol=1e-6, atol=1e-6)
+
+
+def test_overload_is_refused_quickly_with_429(world: World) -> None:
+    app = create_app(world.settings, ServeConfig(max_batch_size=1, max_queue=2, max_wait_ms=0))
+    batcher = app.state.tsloom.batcher
+
+    def slow(model, windows):
+        time.sleep(0.6)
+        return predict_batch(model, windows)
+
+    batcher.run = slow
+
+    async def main() -> tuple[list[httpx.Response], list[float]]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as ac:
+
+            async def one() -> tuple[httpx.Response, float]:
+                t0 = time.perf_counter()
+                r = await ac.post(f"/v1/models/{world.a}/predict", json={"rows": ot_rows(world)})
+                return r, time.perf_counter() - t0
+
+            await one()  # loaded and warm
+            out = await asyncio.gather(*(one() for _ in range(8)))
+            return [r for r, _ in out], [t for _, t in out]
+
+    responses, times = asyncio.run(main())
+    codes = [r.status_code for r in responses]
+    assert codes.count(429) >= 4 and codes.count(200) >= 1, codes
+    refused = [t for r, t in zip(responses, times, strict=True) if r.status_code == 429]
+    assert max(refused) < 0.5
+    r429 = next(r for r in responses if r.status_code == 429)
+    assert r429.headers["retry-after"] == "1" and r429.json()["error"] == "overloaded"
+    assert "tsloom_requests_rejected_total" in TestClient(app).get("/metrics").text
+
+
+# ------------------------------------------------------------------ preload and metrics
+
+
+def test_preload_readiness_and_per_app_metrics(world: World) -> None:
+    iid, segment = world.a.split("/")[:2]
+    app = create_app(world.settings, ServeConfig(preload=(world.a, world.b)))
+    with TestClient(app) as c:
+        assert set(app.state.tsloom.cache.resident()) == {world.a, world.b}
+        assert c.get("/readyz").json()["resident"] == 2
+        c.get("/v1/models")
+        text = c.get("/metrics").text
+        assert 'tsloom_http_requests_total{method="GET",route="/v1/models",status="200"}' in text
+        assert "tsloom_http_request_duration_seconds_bucket" in text
+        assert "tsloom_models_resident 2.0" in text
+    other = create_app(world.settings, ServeConfig(preload=(f"{iid}/{segment}/production",)))
+    with TestClient(other) as c:  # a second app in the process: its own registry
+        r = c.get("/readyz")
+        assert r.status_code == 503 and "production" in str(r.json()["problems"])
+        assert "tsloom_models_resident 0.0" in c.get("/metrics").text

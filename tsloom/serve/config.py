@@ -1,0 +1,87 @@
+"""Server settings (:class:`ServeConfig`): cache size, preload list, body limit, API keys,
+batching and overload bounds. Build one in code, or from ``TSLOOM_SERVE_*`` variables
+with :meth:`ServeConfig.from_env`."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+from tsloom.errors import ConfigError
+
+_HASH = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """How the server behaves.
+
+    - `cache_size`: models resident at once (least recently used leaves first).
+    - `preload`: refs (or aliases such as ``<iid>/<target>/production``) loaded at start.
+    - `max_body_bytes`: request bodies above this get 413.
+    - `api_key_hashes`: SHA-256 hex digests of accepted bearer tokens (see
+      :func:`tsloom.serve.auth.hash_key`); with none, write/admin endpoints refuse every
+      request (401) — there is no unauthenticated write.
+    - `read_requires_key`: whether GET endpoints and predictions need a key as well.
+    - `max_batch_size`, `max_wait_ms`: dynamic batching per model — a batch closes when it
+      holds this many requests or after this wait.
+    - `max_queue`: requests waiting per model beyond which new ones get 429 at once.
+    - `workers`: inference threads.
+    - `alias_ttl_s`: how long a resolved stage alias (``…/production``) is reused.
+    """
+
+    cache_size: int = 16
+    preload: tuple[str, ...] = ()
+    max_body_bytes: int = 4 * 1024 * 1024
+    api_key_hashes: tuple[str, ...] = ()
+    read_requires_key: bool = False
+    max_batch_size: int = 32
+    max_wait_ms: float = 2.0
+    max_queue: int = 256
+    workers: int = 2
+    alias_ttl_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "preload", tuple(self.preload))
+        hashes = tuple(h.strip().lower() for h in self.api_key_hashes)
+        bad = [h for h in hashes if not _HASH.match(h)]
+        if bad:
+            raise ConfigError(
+                f"{len(bad)} API key hash(es) are not 64-character SHA-256 hex digests",
+                hint="store hashes, not keys: `python -c 'from tsloom.serve import hash_key; "
+                'print(hash_key("KEY"))\'`',
+            )
+        object.__setattr__(self, "api_key_hashes", hashes)
+        for name in ("cache_size", "max_body_bytes", "max_batch_size", "max_queue", "workers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"serve setting {name} must be at least 1")
+        if self.max_wait_ms < 0 or self.alias_ttl_s < 0:
+            raise ConfigError("serve settings max_wait_ms and alias_ttl_s must not be negative")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ServeConfig:
+        """``TSLOOM_SERVE_CACHE_SIZE``, ``TSLOOM_SERVE_PRELOAD`` (comma separated),
+        ``TSLOOM_SERVE_API_KEY_HASHES`` (comma separated), ``TSLOOM_SERVE_READ_REQUIRES_KEY``
+        (1/true/yes) and so on, one per field; `overrides` win."""
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = env.get(f"TSLOOM_SERVE_{f.name.upper()}")
+            if raw is None:
+                continue
+            default = f.default
+            try:
+                if isinstance(default, bool):
+                    values[f.name] = raw.strip().lower() in ("1", "true", "yes", "on")
+                elif isinstance(default, int):
+                    values[f.name] = int(raw)
+                elif isinstance(default, float):
+                    values[f.name] = float(raw)
+                else:
+                    values[f.name] = tuple(p.strip() for p in raw.split(",") if p.strip())
+            except ValueError as exc:
+                raise ConfigError(f"TSLOOM_SERVE_{f.name.upper()}={raw!r}: {exc}") from exc
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
