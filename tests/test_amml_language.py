@@ -310,3 +310,21 @@ def test_absurd_inputs_fail_cleanly():
     for text in ("(" * 10_000, "[" * 300 + "]" * 300, "x k=" + "-" * 50_000 + "1", "a" * 2_000_000):
         with pytest.raises(AmmlError):
             compile_program(text)
+
+
+def test_cli_flow_compile_prints_the_listing(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from tsloom.cli import app
+
+    source = tmp_path / "train.amml"
+    source.write_text('source id="ett" | minmax_scaler | train_lstm model="ett:0.1", epoch=20\n')
+    result = CliRunner().invoke(app, ["flow", "compile", str(source)])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert out.index("WF_MAKE_COMPONENT 0 source") < out.index("WF_MAKE_COMPONENT 2 train_lstm")
+    assert "WF_END" in out
+    bad = tmp_path / "bad.amml"
+    bad.write_text('source id="ett" | minmax_scalr\n')
+    failed = CliRunner().invoke(app, ["flow", "compile", str(bad)])
+    assert "did you mean `minmax_scaler`" in str(failed.exception.hint)

@@ -38,6 +38,10 @@ app.add_typer(ingest_app, name="ingest")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(retention_app, name="retention")
 app.add_typer(models_app, name="models")
+flow_app = typer.Typer(
+    help="AMML workflows: compile (run and save come next).", no_args_is_help=True
+)
+app.add_typer(flow_app, name="flow")
 
 # Wide output when piped (logs, CI): a catalog row should not wrap or be cut.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -581,6 +585,26 @@ def serve_cmd(
     if api_key_hash:
         overrides["api_key_hashes"] = tuple(api_key_hash)
     serve(host, port, config=ServeConfig.from_env(**overrides))
+
+
+@flow_app.command("compile")
+def flow_compile(
+    path: Annotated[Path, typer.Argument(help="AMML source file ('-' for standard input)")],
+    as_json: Annotated[bool, typer.Option("--json", help="the bytecode as JSON")] = False,
+) -> None:
+    """Parse and compile an AMML workflow; print its bytecode listing."""
+    from tsloom.amml import compile_program, listing
+
+    text = sys.stdin.read() if str(path) == "-" else _read_text(path)
+    bytecode = compile_program(text)
+    typer.echo(bytecode.to_json() if as_json else listing(bytecode))
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise TsloomError(f"cannot read {path}: {exc.strerror}", hint="check the path") from exc
 
 
 @datasets_app.command("list")
