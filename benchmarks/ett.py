@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/ett.py                        # everything (long; resumable)
     .venv/bin/python benchmarks/ett.py --methods dlinear vanilla --horizons 24 168
     .venv/bin/python benchmarks/ett.py --report-only          # rewrite the doc from results
+    .venv/bin/python benchmarks/ett.py --no-subtract-last --methods vanilla  # plain LSTM
 
 Protocol (as in the Informer, DLinear and PatchTST code): target OT alone; rows 0–8639
 train, 8640–11519 validation, 11520–14399 test (12/4/4 months of 30 days); validation and
@@ -14,12 +15,18 @@ window (no dropped last batch).
 Training is `tsloom.forecast.training.train_model` on rows [0, 11520) with split=0.75
 (boundary exactly 8640; early stopping on the validation windows); the test windows are
 made from the z-scored rows [11520 - lookback, 14400) and scored with `predict_scaled`.
-With `--max-train-windows N` each epoch instead sees a fresh random N of the training
-windows (train_model has no such knob, so this script then runs the same loop itself, on
-the same split, scaler, network and early stopping).
+With a cap on training windows (`--max-train-windows N`, or the defaults below) each
+epoch sees a fresh random N of them (`train_model(..., max_windows_per_epoch=N)`).
 
-Every finished (method, horizon) is appended to benchmarks/.work/ett.jsonl (git-ignored)
-as soon as it ends, so an interrupted run resumes where it stopped, and the
+The five LSTMs run with `subtract_last` on by default (NLinear's normalisation: each
+window minus its last value goes into the network and the target's last value is added
+back to the forecast); seasonal naive and DLinear run without it. `--subtract-last` /
+`--no-subtract-last` set it for every trained method. It is part of each result's
+setting, and results with and without it are kept apart (resume, tables).
+
+Every finished (method, horizon, subtract_last) is appended to benchmarks/.work/ett.jsonl
+(git-ignored) as soon as it ends, so an interrupted run resumes where it stopped (a cell
+counts as done only if its whole setting matches), and the
 "## ETTh1 forecasting" section of docs/benchmarks.md is regenerated from what exists.
 `--quick` writes to benchmarks/.work/ett-quick.jsonl and never touches the doc.
 """
@@ -27,10 +34,8 @@ as soon as it ends, so an interrupted run resumes where it stopped, and the
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -38,6 +43,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from _common import machine, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("TSLOOM_ETTH1", ROOT.parent / "shared" / "data" / "ett" / "ETTh1.csv"))
@@ -94,6 +100,7 @@ class Setting:
     epochs: int = 10
     patience: int = 3
     max_train_windows: int | None = None
+    subtract_last: bool = False
     seed: int = 0
 
 
@@ -107,7 +114,8 @@ def default_setting(method: str, horizon: int) -> Setting:
     - LSTMs: lookback 96 (four days) up to horizon 168, 168 (one week) beyond; hidden 64,
       2 layers (vanilla: 1), lr 1e-3, batch 64, up to 10 epochs, patience 3. ConvLSTM and
       the bidirectional LSTM (the slow ones on CPU) see 4,000 random training windows an
-      epoch.
+      epoch. All five with subtract_last (window minus its last value in, last value back
+      out).
     """
     if method == "seasonal_naive":
         return Setting(lookback=96, epochs=1, patience=1)
@@ -115,7 +123,7 @@ def default_setting(method: str, horizon: int) -> Setting:
         return Setting(lookback=336, learning_rate=5e-4, batch_size=32, epochs=30, patience=5)
     lookback = 96 if horizon <= 168 else 168
     cap = 4000 if method in ("bidirectional", "conv_lstm") else None
-    return Setting(lookback=lookback, max_train_windows=cap)
+    return Setting(lookback=lookback, max_train_windows=cap, subtract_last=True)
 
 
 def quick_setting(method: str, horizon: int) -> Setting:
@@ -124,7 +132,14 @@ def quick_setting(method: str, horizon: int) -> Setting:
         return Setting(lookback=96, epochs=1, patience=1)
     if method == "dlinear":
         return Setting(lookback=336, learning_rate=5e-4, batch_size=32, epochs=2, patience=1)
-    return Setting(lookback=96, hidden_size=32, epochs=2, patience=1, max_train_windows=2000)
+    return Setting(
+        lookback=96,
+        hidden_size=32,
+        epochs=2,
+        patience=1,
+        max_train_windows=2000,
+        subtract_last=True,
+    )
 
 
 QUICK_METHODS = METHODS
@@ -161,6 +176,7 @@ def make_params(method: str, horizon: int, s: Setting):
         hidden_size=s.hidden_size,
         layers=1 if method == "vanilla" else s.layers,
         dropout=s.dropout,
+        subtract_last=s.subtract_last,
         learning_rate=s.learning_rate,
         batch_size=s.batch_size,
         epochs=s.epochs,
@@ -168,74 +184,6 @@ def make_params(method: str, horizon: int, s: Setting):
         seed=s.seed,
         device="cpu",
     )
-
-
-def train_subsampled(values: np.ndarray, params, max_windows: int, on_epoch=None):
-    """train_model's loop, except that each epoch sees a fresh random `max_windows` of the
-    training windows; train RMSE in the history is measured on that epoch's sample."""
-    import torch
-    from torch import nn
-
-    from tsloom.forecast.networks import build_network
-    from tsloom.forecast.training import TrainResult, evaluate, prepare, season_steps
-
-    started = time.perf_counter()
-    torch.manual_seed(params.seed)
-    np.random.seed(params.seed % 2**32)
-    generator = torch.Generator().manual_seed(params.seed)
-    scaler, train, valid, boundary = prepare(values, params)
-    model = build_network(
-        params.method,
-        n_features=1,
-        input_steps=params.input_steps,
-        output_dim=params.output_dim,
-        target_index=0,
-        hidden_size=params.hidden_size,
-        layers=params.layers,
-        dropout=params.dropout,
-        season_steps=season_steps(params),
-    )
-    result = TrainResult(
-        params, model, scaler, n_train=len(train), n_valid=len(valid), boundary=boundary
-    )
-    x, y = torch.as_tensor(train.x), torch.as_tensor(train.y)
-    optimiser = torch.optim.Adam(model.parameters(), lr=params.learning_rate)
-    loss_fn = nn.MSELoss()
-    best, best_state, waited = float("inf"), None, 0
-    for epoch in range(1, params.epochs + 1):
-        tick = time.perf_counter()
-        model.train()
-        sample = torch.randperm(len(x), generator=generator)[:max_windows]
-        for i in range(0, len(sample), params.batch_size):
-            idx = sample[i : i + params.batch_size]
-            optimiser.zero_grad()
-            loss = loss_fn(model(x[idx]), y[idx])
-            loss.backward()
-            optimiser.step()
-        seen = sample.numpy()
-        pred = result.predict_scaled(train.x[seen])
-        val = result.predict_scaled(valid.x)
-        row = {
-            "epoch": epoch,
-            "train_rmse": float(np.sqrt(np.mean((pred - train.y[seen]) ** 2))),
-            "val_rmse": float(np.sqrt(np.mean((val - valid.y) ** 2))),
-            "seconds": time.perf_counter() - tick,
-        }
-        result.history.append(row)
-        if on_epoch:
-            on_epoch(row)
-        if row["val_rmse"] < best - 1e-7:
-            best, waited, result.best_epoch = row["val_rmse"], 0, epoch
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            waited += 1
-            if waited >= params.patience:
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    result.metrics = evaluate(result, valid)
-    result.seconds = time.perf_counter() - started
-    return result
 
 
 def run_one(values: np.ndarray, method: str, horizon: int, s: Setting, *, verbose: bool) -> dict:
@@ -255,12 +203,8 @@ def run_one(values: np.ndarray, method: str, horizon: int, s: Setting, *, verbos
                 flush=True,
             )
 
-    train_rows = values[:VALID_END]
-    n_windows = TRAIN_END - s.lookback - horizon + 1  # training windows wholly in [0, 8640)
-    if method != "seasonal_naive" and s.max_train_windows and s.max_train_windows < n_windows:
-        result = train_subsampled(train_rows, params, s.max_train_windows, on_epoch)
-    else:
-        result = train_model(train_rows, params, on_epoch=on_epoch)
+    cap = s.max_train_windows if method != "seasonal_naive" else None
+    result = train_model(values[:VALID_END], params, on_epoch=on_epoch, max_windows_per_epoch=cap)
     assert result.boundary == TRAIN_END, result.boundary
 
     tick = time.perf_counter()
@@ -312,25 +256,31 @@ def read_results(path: Path) -> list[dict]:
     return rows
 
 
-def latest(rows: list[dict]) -> dict[tuple[str, int], dict]:
-    """The most recent result per (method, horizon)."""
-    out: dict[tuple[str, int], dict] = {}
-    for row in rows:
-        out[(row["method"], int(row["horizon"]))] = row
-    return out
+Key = tuple[str, int, bool]
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, Python {sys.version.split()[0]}"
+def key(row: dict) -> Key:
+    """(method, horizon, subtract_last): results differing in subtract_last never mix."""
+    return row["method"], int(row["horizon"]), bool(row["setting"].get("subtract_last", False))
+
+
+def latest(rows: list[dict]) -> dict[Key, dict]:
+    """The most recent result per (method, horizon, subtract_last)."""
+    return {key(row): row for row in rows}
+
+
+def default_subtract_last(method: str) -> bool:
+    return method in LSTMS
+
+
+def main_view(results: dict[Key, dict]) -> dict[tuple[str, int], dict]:
+    """Per (method, horizon), the result with that method's default subtract_last."""
+    return {(m, h): r for (m, h, sl), r in results.items() if sl == default_subtract_last(m)}
+
+
+def plain_lstm_view(results: dict[Key, dict]) -> dict[tuple[str, int], dict]:
+    """The LSTM results without subtract_last (the earlier runs)."""
+    return {(m, h): r for (m, h, sl), r in results.items() if m in LSTMS and not sl}
 
 
 def _cell(pair: tuple[float, float] | None, bold: bool = False) -> str:
@@ -422,14 +372,18 @@ def shift_note() -> str:
         f"rows have mean {val.mean():+.2f} (std {val.std():.2f}) but the test rows mean "
         f"{test.mean():+.2f} (std {test.std():.2f}), so a forecaster must carry the recent "
         "level forward rather than revert towards the training mean. Seasonal naive and "
-        "DLinear read the level straight from the window; the LSTMs must learn it through "
-        "their dense head, and early stopping on the validation period (near the training "
-        "mean) does not punish reverting to it."
+        "DLinear read the level straight from the window; a plain LSTM must learn it "
+        "through its dense head, and early stopping on the validation period (near the "
+        "training mean) does not punish reverting to it. With `subtract_last` the LSTMs "
+        "see each window relative to its last value and add that value back, so the level "
+        "is carried forward by construction (compare the two LSTM tables)."
     )
 
 
 def section(rows: list[dict]) -> str:
-    results = latest(rows)
+    every = latest(rows)
+    results = main_view(every)
+    plain = plain_lstm_view(every)
     lines = [
         MARKER,
         "",
@@ -458,7 +412,9 @@ def section(rows: list[dict]) -> str:
         "dropped batch). Training is `train_model` on rows 0–11519 with `split=0.75`; the "
         "test windows come from the z-scored rows 11520 − lookback … 14399.",
         "",
-        "MSE / MAE (lower is better; ours in bold where best at that horizon):",
+        "MSE / MAE (lower is better; ours in bold where best at that horizon). The LSTM "
+        "rows are with `subtract_last` (NLinear's last-value normalisation, the default "
+        "here); seasonal naive and DLinear run without it:",
         "",
         "| model | " + " | ".join(str(h) for h in HORIZONS) + " |",
         "| --- |" + " --- |" * len(HORIZONS),
@@ -476,6 +432,21 @@ def section(rows: list[dict]) -> str:
         lines.append(f"| tsloom {LABELS[m]} | " + " | ".join(cells) + " |")
     for name, pub in PUBLISHED.items():
         lines.append(f"| {name} | " + " | ".join(_cell(pub.get(h)) for h in HORIZONS) + " |")
+    if plain:
+        lines += [
+            "",
+            "The same LSTMs without `subtract_last` (earlier runs, otherwise the same "
+            "settings; `--no-subtract-last`), MSE / MAE:",
+            "",
+            "| model | " + " | ".join(str(h) for h in HORIZONS) + " |",
+            "| --- |" + " --- |" * len(HORIZONS),
+        ]
+        for m in LSTMS:
+            cells = []
+            for h in HORIZONS:
+                r = plain.get((m, h))
+                cells.append(_cell((r["test_mse"], r["test_mae"]) if r else None))
+            lines.append(f"| tsloom {LABELS[m]}, no subtract_last | " + " | ".join(cells) + " |")
     lines += [
         "",
         "Published figures: Informer (Zhou et al., AAAI 2021, Table 1, ETTh1 univariate; "
@@ -483,32 +454,32 @@ def section(rows: list[dict]) -> str:
         "AAAI 2023, Table 9, univariate). Only the figures quoted in issue 4 are shown; "
         "“—” means no published figure is quoted here.",
         "",
-        "Aims:",
+        "Aims (LSTM rows with `subtract_last`):",
         "",
         *aims(results),
         "",
         shift_note(),
         "",
         "Settings and cost per run (lookback L, hidden size H, layers, learning rate, batch, "
-        "max epochs / patience, training windows per epoch; then per horizon the training "
+        "max epochs / patience, training windows per epoch, subtract_last; then per "
+        "horizon the training "
         "seconds and `best epoch/epochs run`):",
         "",
         "| method | L | H | layers | lr | batch | epochs/patience | windows/epoch | "
-        + " | ".join(f"{h}" for h in HORIZONS)
-        + " |",
-        "| --- " * (8 + len(HORIZONS)) + "|",
+        "subtract last | " + " | ".join(f"{h}" for h in HORIZONS) + " |",
+        "| --- " * (9 + len(HORIZONS)) + "|",
     ]
     for m in METHODS:
         here = [results[(m, h)] for h in HORIZONS if (m, h) in results]
         if not here:
             s = asdict(default_setting(m, 168))
-            looks = f"{default_setting(m, 24).lookback}/{s['lookback']}"
+            looks = "/".join(dict.fromkeys(str(default_setting(m, h).lookback) for h in HORIZONS))
         else:
             s = here[0]["setting"]
             looks = "/".join(dict.fromkeys(str(r["setting"]["lookback"]) for r in here))
         layers = 1 if m == "vanilla" else s["layers"]
         if m == "seasonal_naive":
-            knobs = [looks, "—", "—", "—", "—", "—", "—"]
+            knobs = [looks, "—", "—", "—", "—", "—", "—", "—"]
         else:
             knobs = [
                 looks,
@@ -518,6 +489,7 @@ def section(rows: list[dict]) -> str:
                 str(s["batch_size"]),
                 f"{s['epochs']}/{s['patience']}",
                 f"{s['max_train_windows']:,}" if s["max_train_windows"] else "all",
+                "yes" if s.get("subtract_last") else "no",
             ]
         cells = []
         for h in HORIZONS:
@@ -539,7 +511,8 @@ def section(rows: list[dict]) -> str:
         "rate 5e-4 was chosen on validation MSE over 5e-3 (the paper's script, which also "
         "halves the rate every epoch) and 1e-3. The LSTM settings were not tuned beyond a "
         "few single-seed checks of the vanilla LSTM at horizon 168 (lookback 168, batch 32, "
-        "lr 3e-3, hidden 128: test MSE 0.28–0.36, none changing the verdicts above).",
+        "lr 3e-3, hidden 128, all without subtract_last: test MSE 0.28–0.36). Each epoch's "
+        "training windows are drawn by `train_model(..., max_windows_per_epoch=...)`.",
         "",
     ]
     missing = [(m, h) for h in HORIZONS for m in METHODS if (m, h) not in results]
@@ -555,12 +528,14 @@ def section(rows: list[dict]) -> str:
         for h, ms in by_h.items():
             names = ", ".join(LABELS[m] for m in ms)
             lines.append(f"- horizon {h}: {names}")
+        need_m = [m for m in METHODS if any(m in ms for ms in by_h.values())]
         lines += [
             "",
-            "Fill them (finished cells are skipped) with "
-            "`.venv/bin/python benchmarks/ett.py --threads 1`, or one at a time, e.g. "
-            f"`.venv/bin/python benchmarks/ett.py --threads 1 --methods "
-            f"{' '.join(by_h[next(iter(by_h))])} --horizons {next(iter(by_h))}`.",
+            "(LSTM cells here mean with `subtract_last`.) Fill them (finished cells are "
+            "skipped) with `.venv/bin/python benchmarks/ett.py --threads 1 --methods "
+            f"{' '.join(need_m)} --horizons {' '.join(map(str, by_h))}` "
+            "(or plain `.venv/bin/python benchmarks/ett.py --threads 1`), then "
+            "`.venv/bin/python benchmarks/ett.py --report-only`.",
             "",
         ]
     else:
@@ -571,20 +546,7 @@ def section(rows: list[dict]) -> str:
 
 
 def write_doc(rows: list[dict]) -> None:
-    text = (
-        DOC.read_text()
-        if DOC.exists()
-        else "# Benchmarks\n\nEach section is written by the command it names.\n"
-    )
-    body = section(rows)
-    if MARKER in text:
-        head, _, rest = text.partition(MARKER)
-        nxt = rest.find("\n## ")
-        text = head + body + (rest[nxt:] if nxt >= 0 else "")
-    else:
-        text = text.rstrip() + "\n\n" + body
-    DOC.write_text(text.rstrip() + "\n")
-    print(f"recorded in {DOC}")
+    print(f"recorded in {write_section(MARKER, section(rows), DOC)}")
 
 
 # ------------------------------------------------------------------------------- main
@@ -624,7 +586,21 @@ def main() -> None:
         type=int,
         help="random training windows per epoch (0 = all); overrides defaults",
     )
+    parser.add_argument(
+        "--subtract-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="NLinear-style last-value normalisation for every trained method "
+        "(default: on for the five LSTMs, off for DLinear; never for seasonal naive)",
+    )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--stop-after",
+        type=float,
+        metavar="MIN",
+        help="start no new cell after MIN minutes of wall time (the doc then lists "
+        "what is missing)",
+    )
     parser.add_argument(
         "--threads",
         type=int,
@@ -650,7 +626,7 @@ def main() -> None:
 
     if args.report_only:
         rows = read_results(results_path)
-        print_table(latest(rows), METHODS, HORIZONS)
+        print_table(main_view(latest(rows)), METHODS, HORIZONS)
         if write:
             write_doc(rows)
         return
@@ -663,6 +639,7 @@ def main() -> None:
     have = latest(read_results(results_path))
     started = time.perf_counter()
     # Priority: every method at one horizon before the next horizon.
+    stopped = False
     for h in horizons:
         for m in methods:
             s = (quick_setting if args.quick else default_setting)(m, h)
@@ -679,25 +656,35 @@ def main() -> None:
             s = replace(s, **{k: v for k, v in over.items() if v is not None})
             if args.max_train_windows is not None:
                 s = replace(s, max_train_windows=args.max_train_windows or None)
-            old = have.get((m, h))
-            if old and old["setting"] == asdict(s) and not args.rerun:
+            if args.subtract_last is not None and m != "seasonal_naive":
+                s = replace(s, subtract_last=args.subtract_last)
+            old = have.get((m, h, s.subtract_last))
+            if old and {**asdict(s), **old["setting"]} == asdict(s) and not args.rerun:
                 print(f"{LABELS[m]} @ {h}: done already ({old['test_mse']:.4f}), skipped")
                 continue
+            if args.stop_after and time.perf_counter() - started > args.stop_after * 60:
+                stopped = True
+                break
             print(f"{LABELS[m]} @ {h}: lookback {s.lookback} …", flush=True)
             row = run_one(values, m, h, s, verbose=not args.quiet)
             with results_path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
-            have[(m, h)] = row
+            have[key(row)] = row
             print(
                 f"{LABELS[m]} @ {h}: test MSE {row['test_mse']:.4f}  MAE {row['test_mae']:.4f}  "
                 f"(val MSE {row['val_mse']:.4f}; best epoch {row['best_epoch']}/"
                 f"{row['epochs_run']}; {row['train_seconds']:.1f} s)",
                 flush=True,
             )
+        if stopped:
+            print(f"\n--stop-after {args.stop_after:g} min reached: no new cells started")
+            break
     print(f"\ntotal {time.perf_counter() - started:.0f} s; results in {results_path}")
     rows = read_results(results_path)
     print_table(
-        latest(rows), methods if args.quick else METHODS, horizons if args.quick else HORIZONS
+        main_view(latest(rows)),
+        methods if args.quick else METHODS,
+        horizons if args.quick else HORIZONS,
     )
     if write:
         write_doc(rows)
