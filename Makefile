@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo test lint format bench bench-ett clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -31,6 +31,11 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest_csv.py
+	$(BIN)/python benchmarks/clean_pipeline.py
+	$(BIN)/python benchmarks/ett.py --quick
+
+bench-ett: $(STAMP)
+	$(BIN)/python benchmarks/ett.py --threads 1
 
 clean:
 	rm -rf $(VENV) .tsloom .pytest_cache .ruff_cache
