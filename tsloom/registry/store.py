@@ -30,6 +30,7 @@ import re
 import shutil
 import time
 import uuid
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -170,38 +171,43 @@ class Entry:
     mtime: float
 
 
-class Backend:
+class Backend(ABC):
     """The few file operations the registry needs, on paths relative to the root."""
 
     atomic_publish = False
     url: str
 
+    @abstractmethod
     def read(self, rel: str) -> bytes | None:
-        raise NotImplementedError
+        """The file's bytes, or None when it does not exist."""
 
+    @abstractmethod
     def write(self, rel: str, data: bytes) -> None:
-        raise NotImplementedError
+        """Write (or replace) one file."""
 
+    @abstractmethod
     def put_if_absent(self, rel: str, data: bytes) -> bool:
-        raise NotImplementedError
+        """Write one file unless it exists; whether this call wrote it."""
 
+    @abstractmethod
     def files(self, rel: str = "") -> list[Entry]:
         """Every file under `rel`, recursively."""
-        raise NotImplementedError
 
+    @abstractmethod
     def remove_tree(self, rel: str) -> None:
-        raise NotImplementedError
+        """Remove a folder and everything under it."""
 
     def prune_empty(self) -> list[str]:
         return []
 
+    @abstractmethod
     def remove_file(self, rel: str) -> None:
-        raise NotImplementedError
+        """Remove one file."""
 
+    @abstractmethod
     def publish(self, rel: str, files: dict[str, bytes]) -> bool:
         """Write `files` (manifest included) as folder `rel`; False if a complete entry was
         already there (then nothing is changed)."""
-        raise NotImplementedError
 
     def location(self, rel: str) -> str:
         return f"{self.url}/{rel}" if rel else self.url
