@@ -42,6 +42,10 @@ flow_app = typer.Typer(
     help="AMML workflows: compile (run and save come next).", no_args_is_help=True
 )
 app.add_typer(flow_app, name="flow")
+spec_app = typer.Typer(
+    help="AMML model specs (YAML), stored as name:version.", no_args_is_help=True
+)
+app.add_typer(spec_app, name="model-spec")
 
 # Wide output when piped (logs, CI): a catalog row should not wrap or be cut.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -605,6 +609,39 @@ def _read_text(path: Path) -> str:
         return path.read_text()
     except OSError as exc:
         raise TsloomError(f"cannot read {path}: {exc.strerror}", hint="check the path") from exc
+
+
+@spec_app.command("add")
+def model_spec_add(path: Annotated[Path, typer.Argument(help="model spec YAML")]) -> None:
+    """Validate a model spec and store it under its name:version."""
+    from tsloom.amml.spec_store import add_model_spec
+
+    spec, new = add_model_spec(_read_text(path), where=str(path))
+    state = "stored" if new else "already stored (identical)"
+    console.print(
+        f"model spec [bold]{escape(spec.ref)}[/] {state}: {len(spec.layers)} layers, "
+        f"{spec.outputs} outputs, trained with {spec.training.optimizer}/"
+        f"{spec.training.loss}"
+    )
+
+
+@spec_app.command("list")
+def model_spec_list() -> None:
+    """Every stored model spec."""
+    from tsloom.amml.spec_store import list_model_specs
+
+    table = Table("ref", "layers", "outputs", "spec hash")
+    for row in list_model_specs():
+        table.add_row(row["ref"], str(row["layers"]), str(row["outputs"]), row["spec_hash"][:12])
+    console.print(table)
+
+
+@spec_app.command("show")
+def model_spec_show(ref: str) -> None:
+    """One model spec (name:version, or name for the newest version) as JSON."""
+    from tsloom.amml.spec_store import get_model_spec
+
+    typer.echo(json.dumps(get_model_spec(ref).model_dump(mode="json"), indent=2))
 
 
 @datasets_app.command("list")

@@ -16,7 +16,7 @@ from tsloom.errors import ConfigError, SourceError
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 # The newest migration; tests check it equals alembic's head.
-SCHEMA_HEAD = "0004_registry"
+SCHEMA_HEAD = "0005_model_specs"
 _engines: dict[str, sa.Engine] = {}
 _lock = threading.Lock()
 

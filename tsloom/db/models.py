@@ -194,3 +194,18 @@ class RegisteredModelDataset(Base):
     lake_version: Mapped[int | None] = mapped_column(BigInteger)
 
     model: Mapped[RegisteredModel] = relationship(back_populates="datasets")
+
+
+class ModelSpecRecord(Base):
+    """A model spec (AMML's model language) stored as `name:version`, never overwritten."""
+
+    __tablename__ = "model_specs"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), nullable=False)
+    version: Mapped[str] = mapped_column(String(32), nullable=False)
+    source: Mapped[str] = mapped_column(Text, nullable=False)
+    spec: Mapped[dict] = mapped_column(JSON, nullable=False)
+    spec_hash: Mapped[str] = mapped_column(String(40), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
