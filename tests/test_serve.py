@@ -427,7 +427,9 @@ def test_overload_is_refused_quickly_with_429(world: World) -> None:
     codes = [r.status_code for r in responses]
     assert codes.count(429) >= 4 and codes.count(200) >= 1, codes
     refused = [t for r, t in zip(responses, times, strict=True) if r.status_code == 429]
-    assert max(refused) < 0.5
+    served = [t for r, t in zip(responses, times, strict=True) if r.status_code == 200]
+    # refused at once, not queued: every refusal returns before any served request does
+    assert max(refused) < min(served)
     r429 = next(r for r in responses if r.status_code == 429)
     assert r429.headers["retry-after"] == "1" and r429.json()["error"] == "overloaded"
     assert "tsloom_requests_rejected_total" in TestClient(app).get("/metrics").text

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import difflib
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -27,7 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tsloom.config import Settings, load_settings
-from tsloom.errors import InvalidNameError, TsloomError
+from tsloom.errors import ConfigError, InvalidNameError, TsloomError
 from tsloom.serve.auth import KeyCheck, is_open, is_write
 from tsloom.serve.batching import Batcher, Overloaded
 from tsloom.serve.cache import ModelCache, TTLCache
@@ -79,6 +81,18 @@ class ServerState:
         )
         self.ready = False
         self.preload_errors: dict[str, str] = {}
+        # runtime="onnx": exported ONNX bytes per ref (None: export failed, serve torch),
+        # kept across evictions so a reload does not export again; bounded.
+        self.onnx_models: OrderedDict[str, bytes | None] = OrderedDict()
+        self._onnx_lock = threading.Lock()
+        if config.runtime == "onnx":
+            import importlib.util
+
+            if not all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime")):
+                raise ConfigError(
+                    "serve runtime 'onnx' needs the onnx and onnxruntime packages",
+                    hint="pip install 'tsloom[onnx]', or use runtime 'torch'",
+                )
 
     # -- loading
 
@@ -87,7 +101,38 @@ class ServerState:
 
         if records.get(self.settings, ref) is None:
             raise self.not_found(ref)
-        return load(ref, settings=self.settings)
+        model = load(ref, settings=self.settings)
+        if self.config.runtime == "onnx":
+            self._use_onnx(ref, model)
+        return model
+
+    def _use_onnx(self, ref: str, model: Any) -> None:
+        """Export the model to ONNX (once per ref) and give it an ``onnx_predictor`` that
+        the batcher uses instead of the torch forward pass; on failure, keep torch."""
+        from tsloom.forecast.onnx_export import OnnxPredictor, export_onnx
+
+        with self._onnx_lock:
+            known = ref in self.onnx_models
+            data = self.onnx_models.get(ref)
+            if known:
+                self.onnx_models.move_to_end(ref)
+        predictor = None
+        if known and data is None:
+            return  # export failed before (and was logged): torch
+        try:
+            if data is None:
+                data = export_onnx(model.model, output=model.params.output)
+            predictor = OnnxPredictor(data, threads=self.config.onnx_threads)
+        except Exception as exc:
+            data = None
+            log.warning("ONNX export of %s failed, serving it with torch: %s", ref, exc)
+        with self._onnx_lock:
+            self.onnx_models[ref] = data
+            self.onnx_models.move_to_end(ref)
+            while len(self.onnx_models) > max(4 * self.config.cache_size, 64):
+                self.onnx_models.popitem(last=False)
+        if predictor is not None:
+            model.onnx_predictor = predictor
 
     def model(self, ref: str) -> Any:
         return self.cache.get(ref)

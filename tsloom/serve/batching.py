@@ -31,7 +31,8 @@ class Overloaded(Exception):
 def predict_batch(model: Any, windows: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Original-unit forecasts for several validated windows (input_steps, features) of
     one registered model in one forward pass; the same arithmetic as
-    ``RegisteredModel.predict`` does for one window."""
+    ``RegisteredModel.predict`` does for one window. A model loaded by a server with
+    ``runtime="onnx"`` carries an ``onnx_predictor`` that replaces the torch forward pass."""
     import torch
 
     from tsloom.forecast.training import predict_scaled
@@ -40,8 +41,12 @@ def predict_batch(model: Any, windows: Sequence[np.ndarray]) -> list[np.ndarray]
     x = np.stack([np.asarray(w, dtype=np.float64) for w in windows])
     n, steps, feats = x.shape
     scaled = model.scaler.transform(x.reshape(-1, feats)).reshape(n, steps, feats)
-    with torch.inference_mode():
-        out = predict_scaled(model.model, scaled, p)
+    onnx = getattr(model, "onnx_predictor", None)  # set at load when runtime="onnx"
+    if onnx is not None:
+        out = onnx(scaled)
+    else:
+        with torch.inference_mode():
+            out = predict_scaled(model.model, scaled, p)
     return list(model.scaler.inverse(out, p.target_index))
 
 

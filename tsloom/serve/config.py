@@ -8,6 +8,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from typing import Literal
 
 from tsloom.errors import ConfigError
 
@@ -30,6 +31,10 @@ class ServeConfig:
     - `max_queue`: requests waiting per model beyond which new ones get 429 at once.
     - `workers`: inference threads.
     - `alias_ttl_s`: how long a resolved stage alias (``…/production``) is reused.
+    - `runtime`: ``torch`` (default) or ``onnx`` — export each model to ONNX when it loads
+      and predict through ONNX Runtime on CPU (needs the ``onnx`` extra; a model that
+      cannot be exported falls back to torch with a logged warning).
+    - `onnx_threads`: intra-op threads of each ONNX Runtime session.
     """
 
     cache_size: int = 16
@@ -42,6 +47,8 @@ class ServeConfig:
     max_queue: int = 256
     workers: int = 2
     alias_ttl_s: float = 2.0
+    runtime: Literal["torch", "onnx"] = "torch"
+    onnx_threads: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "preload", tuple(self.preload))
@@ -54,7 +61,14 @@ class ServeConfig:
                 'print(hash_key("KEY"))\'`',
             )
         object.__setattr__(self, "api_key_hashes", hashes)
-        for name in ("cache_size", "max_body_bytes", "max_batch_size", "max_queue", "workers"):
+        runtime = str(self.runtime).strip().lower()
+        if runtime not in ("torch", "onnx"):
+            raise ConfigError(
+                f"serve setting runtime must be 'torch' or 'onnx', got {self.runtime!r}"
+            )
+        object.__setattr__(self, "runtime", runtime)
+        positive = ("cache_size", "max_body_bytes", "max_batch_size", "max_queue", "workers")
+        for name in (*positive, "onnx_threads"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"serve setting {name} must be at least 1")
         if self.max_wait_ms < 0 or self.alias_ttl_s < 0:
@@ -64,7 +78,8 @@ class ServeConfig:
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ServeConfig:
         """``TSLOOM_SERVE_CACHE_SIZE``, ``TSLOOM_SERVE_PRELOAD`` (comma separated),
         ``TSLOOM_SERVE_API_KEY_HASHES`` (comma separated), ``TSLOOM_SERVE_READ_REQUIRES_KEY``
-        (1/true/yes) and so on, one per field; `overrides` win."""
+        (1/true/yes), ``TSLOOM_SERVE_RUNTIME`` (torch/onnx) and so on, one per field;
+        `overrides` win."""
         env = os.environ if env is None else env
         values: dict[str, object] = {}
         for f in fields(cls):
@@ -79,6 +94,8 @@ class ServeConfig:
                     values[f.name] = int(raw)
                 elif isinstance(default, float):
                     values[f.name] = float(raw)
+                elif isinstance(default, str):
+                    values[f.name] = raw.strip()
                 else:
                     values[f.name] = tuple(p.strip() for p in raw.split(",") if p.strip())
             except ValueError as exc:

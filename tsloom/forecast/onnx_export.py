@@ -1,0 +1,204 @@
+"""ONNX export of the forecasting networks and an ONNX Runtime predictor for CPU inference.
+
+    data = export_onnx(net, output="step")          # ONNX bytes, dynamic batch axis
+    predictor = OnnxPredictor(data, threads=1)
+    out = predictor(scaled)                         # (n, input_steps, F) → (n, output_dim)
+
+The exported graph is the whole served forward pass: the network (with its
+``SubtractLast`` wrapper when it has one) and, for a non-trainable network (seasonal naive)
+whose target is a window summary, the ``mean``/``min``/``max`` reduction that
+:func:`tsloom.forecast.training.predict_scaled` applies — so ``predictor(x)`` equals
+``predict_scaled(net, x, params)`` (to float32 rounding, ≤ 1e-5 in the parity tests).
+
+``onnx`` and ``onnxruntime`` are an optional extra (``pip install 'tsloom[onnx]'``); this
+module imports them only when called.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tsloom.errors import TsloomError
+
+__all__ = ["OPSET", "OnnxExportError", "OnnxPredictor", "export_onnx", "onnx_predictor"]
+
+OPSET = 17
+INPUT = "x"
+OUTPUT = "y"
+VERIFY_TOL = 1e-4  # the check at export; the parity tests hold exports to 1e-5
+
+
+class OnnxExportError(TsloomError):
+    """A network that could not be exported to ONNX, or whose export failed its check."""
+
+
+class _Served(nn.Module):
+    """The network plus the summary that `predict_scaled` applies to non-trainable ones."""
+
+    def __init__(self, net: nn.Module, output: str) -> None:
+        super().__init__()
+        self.net = net
+        summarise = output != "step" and getattr(net, "trainable", True) is False
+        self.summary = output if summarise else ""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x)
+        if self.summary == "mean":
+            return out.mean(dim=1, keepdim=True)
+        if self.summary == "min":
+            return out.min(dim=1, keepdim=True).values
+        if self.summary == "max":
+            return out.max(dim=1, keepdim=True).values
+        return out
+
+
+def _input_shape(net: nn.Module) -> tuple[int, int]:
+    config = getattr(net, "config", {}) or {}
+    try:
+        return int(config["input_steps"]), int(config["n_features"])
+    except KeyError:
+        raise OnnxExportError(
+            f"{type(net).__name__} has no input_steps/n_features in its .config",
+            hint="build networks with tsloom.forecast.networks.build_network",
+        ) from None
+
+
+def export_onnx(
+    net: nn.Module,
+    *,
+    output: str = "step",
+    opset: int = OPSET,
+    verify: bool = True,
+    verify_tol: float = VERIFY_TOL,
+) -> bytes:
+    """The ONNX model (serialised bytes) of `net`'s forward pass on CPU, float32, with a
+    dynamic batch axis: input ``x`` (batch, input_steps, n_features) → output ``y``
+    (batch, output_dim). `output` is the params' output preparation (``step``, ``mean``,
+    ``min``, ``max``). Uses the TorchScript-based exporter (``dynamo=False``), which handles
+    ``nn.LSTM`` as the ONNX ``LSTM`` operator and unrolls the ConvLSTM loop.
+
+    With `verify` (the default) the exported graph is run in ONNX Runtime on random
+    windows at two batch sizes and compared with PyTorch: a graph that does not take the
+    input, or whose outputs differ by more than `verify_tol` (relative to the output's
+    magnitude, at least 1), is refused — tracing can otherwise bake values computed
+    outside torch into constants without failing.
+
+    Raises :class:`OnnxExportError` when export or verification fails; `net` itself is
+    left untouched (a CPU copy in eval mode is exported)."""
+    steps, feats = _input_shape(net)
+    module = _Served(copy.deepcopy(net).cpu().float().eval(), output).eval()
+    example = torch.zeros(2, steps, feats, dtype=torch.float32)
+    buffer = io.BytesIO()
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # TracerWarnings from the shape checks
+            torch.onnx.export(
+                module,
+                (example,),
+                buffer,
+                input_names=[INPUT],
+                output_names=[OUTPUT],
+                dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+    except Exception as exc:
+        raise OnnxExportError(
+            f"could not export {type(net).__name__} to ONNX: {type(exc).__name__}: {exc}"
+        ) from exc
+    data = buffer.getvalue()
+    if verify:
+        _verify(module, data, steps, feats, verify_tol)
+    return data
+
+
+def _verify(module: nn.Module, data: bytes, steps: int, feats: int, tol: float) -> None:
+    try:
+        predictor = OnnxPredictor(data)
+    except OnnxExportError:
+        raise
+    except Exception as exc:
+        raise OnnxExportError(f"ONNX Runtime cannot load the exported graph: {exc}") from exc
+    generator = torch.Generator().manual_seed(0)
+    for n in (1, 3):
+        x = torch.randn(n, steps, feats, generator=generator)
+        with torch.no_grad():
+            expected = module(x).numpy()
+        got = predictor(x.numpy())
+        diff = float(np.abs(got - expected).max()) if got.shape == expected.shape else np.inf
+        if not diff <= tol * max(1.0, float(np.abs(expected).max())):
+            raise OnnxExportError(
+                f"the exported graph differs from PyTorch by {diff:.3g} at batch size {n}"
+            )
+
+
+class OnnxPredictor:
+    """An ONNX Runtime session (CPUExecutionProvider) over exported network bytes.
+
+    ``predictor(x)`` / ``predictor.predict_scaled(x)``: scaled windows (n, input_steps,
+    features) → scaled predictions (n, output_dim) float32, like
+    :func:`tsloom.forecast.training.predict_scaled`. `threads` sets the intra-op thread
+    count (1 suits a server that runs several batches in parallel); the session is safe
+    to call from several threads at once."""
+
+    def __init__(self, model: bytes, *, threads: int = 1, batch_size: int = 4096) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = max(int(threads), 1)
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.model_bytes = model
+        self.batch_size = batch_size
+        self.session = ort.InferenceSession(
+            model, sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise OnnxExportError(
+                f"the ONNX graph has {len(inputs)} inputs, not the one window: it does not read "
+                "its input window (a forward pass that leaves torch traces to constants)"
+            )
+        self.input_name = inputs[0].name
+        shape = inputs[0].shape
+        self.input_steps = shape[1] if isinstance(shape[1], int) else None
+        self.n_features = shape[2] if isinstance(shape[2], int) else None
+        out_shape = self.session.get_outputs()[0].shape
+        self.output_dim = out_shape[1] if isinstance(out_shape[1], int) else None
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.predict_scaled(x)
+
+    def predict_scaled(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim != 3 or (
+            self.input_steps is not None
+            and (x.shape[1] != self.input_steps or x.shape[2] != self.n_features)
+        ):
+            raise OnnxExportError(
+                f"ONNX model expects x of shape (batch, {self.input_steps}, "
+                f"{self.n_features}), got {tuple(x.shape)}"
+            )
+        if len(x) == 0:
+            return np.zeros((0, self.output_dim or 0), np.float32)
+        outs = [
+            self.session.run(None, {self.input_name: x[i : i + self.batch_size]})[0]
+            for i in range(0, len(x), self.batch_size)
+        ]
+        return np.concatenate(outs) if len(outs) > 1 else outs[0]
+
+
+def onnx_predictor(
+    net: nn.Module, *, output: str = "step", threads: int = 1, **kwargs: Any
+) -> OnnxPredictor:
+    """Export `net` and open a predictor on it in one step."""
+    return OnnxPredictor(export_onnx(net, output=output, **kwargs), threads=threads)
