@@ -39,7 +39,7 @@ app.add_typer(datasets_app, name="datasets")
 app.add_typer(retention_app, name="retention")
 app.add_typer(models_app, name="models")
 flow_app = typer.Typer(
-    help="AMML workflows: compile (run and save come next).", no_args_is_help=True
+    help="AMML workflows: compile and run (save and history come next).", no_args_is_help=True
 )
 app.add_typer(flow_app, name="flow")
 spec_app = typer.Typer(
@@ -602,6 +602,18 @@ def flow_compile(
     text = sys.stdin.read() if str(path) == "-" else _read_text(path)
     bytecode = compile_program(text)
     typer.echo(bytecode.to_json() if as_json else listing(bytecode))
+
+
+@flow_app.command("run")
+def flow_run(
+    path: Annotated[Path, typer.Argument(help="AMML source file ('-' for standard input)")],
+) -> None:
+    """Run a linear AMML workflow in this process (e.g. the ETTh1 train and predict flows)."""
+    from tsloom.amml.runtime import run_program
+
+    text = sys.stdin.read() if str(path) == "-" else _read_text(path)
+    result = run_program(text, console=console)
+    console.print(f"done in {result.seconds:.1f} s")
 
 
 def _read_text(path: Path) -> str:

@@ -1,0 +1,117 @@
+"""The in-process AMML runtime runs the source design's two ETTh1 workflows."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+from rich.console import Console
+
+from tsloom.amml.errors import AmmlError
+from tsloom.amml.runtime import run_program
+from tsloom.amml.spec_store import add_model_spec
+from tsloom.ingest.writer import ingest_frame
+
+SPEC = """
+name: ett
+version: "0.1"
+layers:
+  - {type: input, features: 1, steps: 24}
+  - {type: lstm, units: 8}
+  - {type: dense, units: 6}
+training: {loss: mse, optimizer: adam, learning_rate: 0.01, epochs: 20, batch_size: 64}
+"""
+TRAIN = 'source id="ett" | minmax_scaler | train_lstm model="ett:0.1", epoch=2 | print'
+PREDICT = 'source id="ett" | minmax_scaler | lstm model="ett:0.1" | minmax_inverse | print'
+
+
+@pytest.fixture
+def ett(tsloom_home, ett_dir: Path) -> pl.DataFrame:
+    df = pl.read_csv(ett_dir / "ETTh1.csv").filter(pl.col("date") < "2016-09-01")
+    ingest_frame(df, "power.ett", ts="date", settings=tsloom_home)
+    add_model_spec(SPEC, settings=tsloom_home)
+    return df
+
+
+def _console() -> Console:
+    return Console(file=io.StringIO(), width=120, color_system=None)
+
+
+def test_train_then_predict(tsloom_home, ett: pl.DataFrame) -> None:
+    console = _console()
+    trained = run_program(TRAIN, settings=tsloom_home, console=console)
+    (losses,) = trained.results
+    assert losses["epoch"].to_list() == [1, 2]
+    printed = console.file.getvalue()
+    for loss in losses["loss"]:
+        assert f"{loss:.6g}" in printed
+    (model,) = trained.models
+    meta = json.loads((Path(model["path"]) / "meta.json").read_text())
+    assert meta["target"] == "OT" and meta["features"] == ["OT"] and meta["epochs"] == 2
+    assert Path(model["path"]).parent == tsloom_home.home / "amml-models" / "ett" / "0.1"
+
+    predicted = run_program(PREDICT, settings=tsloom_home, console=console)
+    (pred,) = predicted.results
+    assert pred.columns == ["ts", "OT"] and pred.height == 6
+    source = trained.frames[0]
+    assert pred["ts"].min() > source["ts"].max()
+    assert (pred["ts"].diff().drop_nulls() == source["ts"].diff().median()).all()
+    lo, hi = ett["OT"].min(), ett["OT"].max()
+    margin = (hi - lo) * 0.5
+    assert pred["OT"].is_between(lo - margin, hi + margin).all()
+
+
+def test_plain_print(tsloom_home, ett, capsys) -> None:
+    run_program(TRAIN, settings=tsloom_home)
+    out = capsys.readouterr().out
+    assert "epoch" in out and "loss" in out
+
+
+def test_source_resolution(tsloom_home, ett) -> None:
+    frame = pl.DataFrame({"date": ["2016-07-01 00:00:00"], "OT": [1.0]})
+    ingest_frame(frame, "power.etth2", ts="date", settings=tsloom_home)
+    # exact table part wins over a prefix match
+    assert run_program('source id="ett" | print', settings=tsloom_home).frames[0].height > 1
+    with pytest.raises(AmmlError, match=r"ambiguous.*power\.ett, power\.etth2") as err:
+        run_program('source id="et" | print', settings=tsloom_home)
+    assert err.value.line == 1 and err.value.column == 1
+    with pytest.raises(AmmlError, match="no lake dataset"):
+        run_program('source id="nope" | print', settings=tsloom_home)
+    with pytest.raises(AmmlError, match="no trained model") as err:
+        run_program('source id="ett" | lstm model="ett:0.1" | print', settings=tsloom_home)
+    assert (err.value.line, err.value.column) == (1, 19)
+    with pytest.raises(AmmlError, match="no model spec"):
+        run_program('source id="ett" | lstm model="x:1" | print', settings=tsloom_home)
+
+
+def test_errors_name_line_and_column(tsloom_home) -> None:
+    with pytest.raises(AmmlError) as err:
+        run_program('source id="ett"\n  | bogus', settings=tsloom_home)
+    assert (err.value.line, err.value.column) == (2, 5)
+    with pytest.raises(AmmlError, match=r"unknown argument|no argument") as err:
+        run_program('source id="ett" | minmax_scaler wat=1 | print', settings=tsloom_home)
+    assert err.value.line == 1
+    with pytest.raises(AmmlError, match="not supported by the runtime") as err:
+        run_program('source id="ett" | resample every="1h" | print', settings=tsloom_home)
+    assert (err.value.line, err.value.column) == (1, 19)
+    with pytest.raises(AmmlError, match="not supported by the runtime") as err:
+        run_program('source id="ett" | print every=2', settings=tsloom_home)
+
+
+def test_cli_flow_run_trains_then_predicts(tsloom_home, ett, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tsloom.cli import app
+
+    runner = CliRunner()
+    for name, text in (("train.amml", TRAIN), ("predict.amml", PREDICT)):
+        (tmp_path / name).write_text(text + "\n")
+    trained = runner.invoke(app, ["flow", "run", str(tmp_path / "train.amml")])
+    assert trained.exit_code == 0, trained.output
+    assert "epoch" in trained.output and "loss" in trained.output
+    predicted = runner.invoke(app, ["flow", "run", str(tmp_path / "predict.amml")])
+    assert predicted.exit_code == 0, predicted.output
+    assert "OT" in predicted.output and "done in" in predicted.output
