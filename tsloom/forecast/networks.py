@@ -146,7 +146,16 @@ class _Network(nn.Module):
 
 
 class _LSTMHead(_Network):
-    """An LSTM over the time axis, then dropout and a linear head on the last state."""
+    """An LSTM over the time axis, then dropout and a linear head on the last state.
+
+    Subclasses say how deep (`_depth`) and whether it reads both ways (`bidirectional`).
+    """
+
+    bidirectional = False
+
+    @staticmethod
+    def _depth(layers: int) -> int:
+        return layers
 
     def __init__(
         self,
@@ -154,19 +163,20 @@ class _LSTMHead(_Network):
         n_features: int,
         input_steps: int,
         output_dim: int,
-        hidden_size: int,
-        layers: int,
-        dropout: float,
-        bidirectional: bool,
-        **config: Any,
+        hidden_size: int = 64,
+        layers: int = 2,
+        dropout: float = 0.0,
+        target_index: int = 0,
     ) -> None:
+        layers = self._depth(layers)
         super().__init__(
             n_features=n_features,
             input_steps=input_steps,
             output_dim=output_dim,
             hidden_size=hidden_size,
             dropout=dropout,
-            **config,
+            target_index=target_index,
+            layers=layers,
         )
         self.lstm = nn.LSTM(
             input_size=n_features,
@@ -174,10 +184,10 @@ class _LSTMHead(_Network):
             num_layers=layers,
             batch_first=True,
             dropout=dropout if layers > 1 else 0.0,
-            bidirectional=bidirectional,
+            bidirectional=self.bidirectional,
         )
         self.dropout = nn.Dropout(dropout)
-        directions = 2 if bidirectional else 1
+        directions = 2 if self.bidirectional else 1
         self.head = nn.Linear(directions * hidden_size, output_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -185,7 +195,7 @@ class _LSTMHead(_Network):
         _, (h_n, _) = self.lstm(x)
         # h_n: (layers * directions, batch, hidden); the last layer's states come last.
         # Bidirectional: the forward state at t=T-1 beside the backward state at t=0.
-        last = torch.cat([h_n[-2], h_n[-1]], dim=1) if self.lstm.bidirectional else h_n[-1]
+        last = torch.cat([h_n[-2], h_n[-1]], dim=1) if self.bidirectional else h_n[-1]
         return self.head(self.dropout(last))
 
 
@@ -196,30 +206,14 @@ class VanillaLSTM(_LSTMHead):
     """The baseline recurrent forecaster: one LSTM layer, a dense head on its last state.
 
     x (batch, T, F) → LSTM(F→H) → h_T (batch, H) → dropout → Linear(H→output_dim).
+    `layers` is ignored: vanilla means one layer.
     """
 
     method = "vanilla"
 
-    def __init__(
-        self,
-        *,
-        n_features: int,
-        input_steps: int,
-        output_dim: int,
-        hidden_size: int = 64,
-        dropout: float = 0.0,
-        target_index: int = 0,
-    ) -> None:
-        super().__init__(
-            n_features=n_features,
-            input_steps=input_steps,
-            output_dim=output_dim,
-            hidden_size=hidden_size,
-            layers=1,
-            dropout=dropout,
-            bidirectional=False,
-            target_index=target_index,
-        )
+    @staticmethod
+    def _depth(layers: int) -> int:
+        return 1
 
 
 class StackedLSTM(_LSTMHead):
@@ -231,29 +225,9 @@ class StackedLSTM(_LSTMHead):
 
     method = "stacked"
 
-    def __init__(
-        self,
-        *,
-        n_features: int,
-        input_steps: int,
-        output_dim: int,
-        hidden_size: int = 64,
-        layers: int = 2,
-        dropout: float = 0.0,
-        target_index: int = 0,
-    ) -> None:
-        layers = max(layers, 2)
-        super().__init__(
-            n_features=n_features,
-            input_steps=input_steps,
-            output_dim=output_dim,
-            hidden_size=hidden_size,
-            layers=layers,
-            dropout=dropout,
-            bidirectional=False,
-            target_index=target_index,
-        )
-        self.config["layers"] = layers
+    @staticmethod
+    def _depth(layers: int) -> int:
+        return max(layers, 2)
 
 
 class BidirectionalLSTM(_LSTMHead):
@@ -264,29 +238,7 @@ class BidirectionalLSTM(_LSTMHead):
     """
 
     method = "bidirectional"
-
-    def __init__(
-        self,
-        *,
-        n_features: int,
-        input_steps: int,
-        output_dim: int,
-        hidden_size: int = 64,
-        layers: int = 2,
-        dropout: float = 0.0,
-        target_index: int = 0,
-    ) -> None:
-        super().__init__(
-            n_features=n_features,
-            input_steps=input_steps,
-            output_dim=output_dim,
-            hidden_size=hidden_size,
-            layers=layers,
-            dropout=dropout,
-            bidirectional=True,
-            target_index=target_index,
-        )
-        self.config["layers"] = layers
+    bidirectional = True
 
 
 class _SubsequenceNetwork(_Network):
@@ -640,10 +592,6 @@ def build_network(
         )
     elif method == "dlinear":
         net = DLinear(**shape, target_index=target_index)
-    elif method == "vanilla":
-        net = VanillaLSTM(
-            **shape, hidden_size=hidden_size, dropout=dropout, target_index=target_index
-        )
     else:
         knobs = {"hidden_size": hidden_size, "layers": layers, "dropout": dropout}
         if method in ("cnn_lstm", "conv_lstm"):
