@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,7 +54,7 @@ class FlowContext:
     models: list[dict] = field(default_factory=list)
 
 
-class Component:
+class Component(ABC):
     """Base class: `args` are the compiled arguments; `supported` those the runtime honours."""
 
     name: ClassVar[str] = ""
@@ -72,8 +73,9 @@ class Component:
             width=len(self.inst.name),
         )
 
-    def __call__(self, frame: pl.DataFrame | None) -> pl.DataFrame:  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def __call__(self, frame: pl.DataFrame | None) -> pl.DataFrame:
+        """This component's output for its input frame (None for an ingress)."""
 
 
 def value_columns(frame: pl.DataFrame) -> list[str]:
