@@ -23,7 +23,7 @@ class Node:
 
 @dataclass(eq=False)
 class Expr(Node):
-    pass
+    """Any expression: an argument value or a callback script."""
 
 
 @dataclass(eq=False)
@@ -44,7 +44,7 @@ class Bool(Expr):
 
 @dataclass(eq=False)
 class Null(Expr):
-    pass
+    """The literal `null`."""
 
 
 @dataclass(eq=False)

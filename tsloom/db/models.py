@@ -27,7 +27,7 @@ def utcnow() -> datetime:
 
 
 class Base(DeclarativeBase):
-    pass
+    """The metadata every tsloom table registers with (Alembic compares against it)."""
 
 
 class Dataset(Base):

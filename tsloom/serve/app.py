@@ -294,7 +294,7 @@ def _error(status: int, kind: str, message: str, **extra: Any) -> JSONResponse:
 
 
 class _TooLarge(Exception):
-    pass
+    """A request body grew past the limit while streaming in."""
 
 
 class GuardMiddleware:
