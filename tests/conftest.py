@@ -10,6 +10,7 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,28 @@ def s3_client(endpoint: str):
     import boto3
 
     return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+
+
+@contextmanager
+def shared_etth1_home(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Settings]:
+    """An isolated TSLOOM_HOME for a whole test module, with ETTh1 ingested as
+    `power.etth1` (for module-scoped fixtures that train and register models once)."""
+    from tsloom.sources.files import ingest_file
+
+    home = tmp_path_factory.mktemp(name) / "home"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TSLOOM_HOME", str(home))
+    for var in ("TSLOOM_DB_URL", "TSLOOM_LAKE_URL", "TSLOOM_REGISTRY_URL", "TSLOOM_CONFIG"):
+        mp.delenv(var, raising=False)
+    settings = Settings(
+        home=home,
+        db_url=f"sqlite:///{home / 'tsloom.db'}",
+        lake_url=str(home / "lake"),
+        registry_url=str(home / "registry"),
+    )
+    home.mkdir(parents=True)
+    ingest_file(ETT_DIR / "ETTh1.csv", "power.etth1", ts="date", settings=settings)
+    try:
+        yield settings
+    finally:
+        mp.undo()

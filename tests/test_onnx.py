@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 import polars as pl
 import pytest
 import torch
+from conftest import shared_etth1_home
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -27,10 +27,8 @@ from tsloom.forecast.training import predict_scaled
 from tsloom.integrate import IntegrationSpec, integrate
 from tsloom.serve import ServeConfig, create_app
 from tsloom.serve.batching import predict_batch
-from tsloom.sources.files import ingest_file
 
 TOL = 1e-5
-ETT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ett" / "ETTh1.csv"
 SPEC = {"sources": ["power.etth1"], "freq": "1h", "start": "2016-07-01", "end": "2016-08-15"}
 
 
@@ -151,20 +149,13 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    home = tmp_path_factory.mktemp("onnx") / "home"
-    mp = pytest.MonkeyPatch()
-    mp.setenv("TSLOOM_HOME", str(home))
-    for var in ("TSLOOM_DB_URL", "TSLOOM_LAKE_URL", "TSLOOM_REGISTRY_URL", "TSLOOM_CONFIG"):
-        mp.delenv(var, raising=False)
+    with shared_etth1_home(tmp_path_factory, "onnx") as settings:
+        yield _build_world(settings)
+
+
+def _build_world(settings: Settings) -> World:
     w = World()
-    w.settings = Settings(
-        home=home,
-        db_url=f"sqlite:///{home / 'tsloom.db'}",
-        lake_url=str(home / "lake"),
-        registry_url=str(home / "registry"),
-    )
-    home.mkdir(parents=True)
-    ingest_file(ETT, "power.etth1", ts="date", settings=w.settings)
+    w.settings = settings
     base = {"target": "OT", "epochs": 1, "input_width": "24h", "output_width": "6h"}
     w.refs = [
         reg.register(
@@ -178,8 +169,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     ]
     spec = IntegrationSpec.from_tables(["power.etth1"], "1h", start="2016-09-01", end="2016-09-03")
     w.window = integrate(spec, settings=w.settings).frame
-    yield w
-    mp.undo()
+    return w
 
 
 def _rows(w: World, offset: int = 0) -> list[dict]:

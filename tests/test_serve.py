@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from conftest import shared_etth1_home
 from fastapi.testclient import TestClient
 
 import tsloom.registry as reg
@@ -26,9 +27,7 @@ from tsloom.integrate import IntegrationSpec, integrate, integration_id
 from tsloom.serve import ServeConfig, create_app, hash_key
 from tsloom.serve.batching import predict_batch
 from tsloom.serve.cache import ModelCache
-from tsloom.sources.files import ingest_file
 
-ETT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ett" / "ETTh1.csv"
 SPEC = {"sources": ["power.etth1"], "freq": "1h", "start": "2016-07-01", "end": "2016-08-15"}
 BASE = {"target": "OT", "method": "dlinear", "epochs": 1, "input_width": "24h"}
 KEY = "s3cret-key"
@@ -48,29 +47,19 @@ def train(settings: Settings, **change) -> str:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    home = tmp_path_factory.mktemp("serve") / "home"
-    mp = pytest.MonkeyPatch()
-    mp.setenv("TSLOOM_HOME", str(home))
-    for var in ("TSLOOM_DB_URL", "TSLOOM_LAKE_URL", "TSLOOM_REGISTRY_URL", "TSLOOM_CONFIG"):
-        mp.delenv(var, raising=False)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    w = World()
-    w.settings = Settings(
-        home=home,
-        db_url=f"sqlite:///{home / 'tsloom.db'}",
-        lake_url=str(home / "lake"),
-        registry_url=str(home / "registry"),
-    )
-    home.mkdir(parents=True)
-    ingest_file(ETT, "power.etth1", ts="date", settings=w.settings)
-    w.a = train(w.settings, output_width="6h")
-    w.b = train(w.settings, input_width="12h", output_width="3h")
-    spec = IntegrationSpec.from_tables(["power.etth1"], "1h", start="2016-09-01", end="2016-09-03")
-    w.window = integrate(spec, settings=w.settings).frame
-    yield w
+    with shared_etth1_home(tmp_path_factory, "serve") as settings:
+        w = World()
+        w.settings = settings
+        w.a = train(w.settings, output_width="6h")
+        w.b = train(w.settings, input_width="12h", output_width="3h")
+        spec = IntegrationSpec.from_tables(
+            ["power.etth1"], "1h", start="2016-09-01", end="2016-09-03"
+        )
+        w.window = integrate(spec, settings=w.settings).frame
+        yield w
     torch.set_num_threads(threads)
-    mp.undo()
 
 
 def rows(frame: pl.DataFrame, columns: list[str] | None = None) -> list[dict]:
