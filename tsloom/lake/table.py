@@ -36,7 +36,6 @@ class TableStats:
 class AppendOutcome:
     rows_written: int
     rows_already_present: int
-    version: int | None
     new_columns: tuple[str, ...]
 
 
@@ -140,15 +139,14 @@ def append(
         if present.height:
             frame = frame.join(present, on=["ts", *keys], how="anti", nulls_equal=True)
     if frame.height == 0:
-        return AppendOutcome(0, before, table.version() if table else None, ())
+        return AppendOutcome(0, before, ())
     write_batches(
         uri,
         frame.to_arrow().to_batches(max_chunksize=1_000_000),
         storage_options,
         create=table is None,
     )
-    version = DeltaTable(uri, storage_options=storage_options or None).version()
-    return AppendOutcome(frame.height, before - frame.height, version, new_columns)
+    return AppendOutcome(frame.height, before - frame.height, new_columns)
 
 
 def overwrite(uri: str, frame: pl.DataFrame, storage_options: dict[str, str]) -> AppendOutcome:
@@ -163,8 +161,7 @@ def overwrite(uri: str, frame: pl.DataFrame, storage_options: dict[str, str]) ->
         schema_mode="overwrite",
         storage_options=storage_options or None,
     )
-    version = DeltaTable(uri, storage_options=storage_options or None).version()
-    return AppendOutcome(frame.height, 0, version, ())
+    return AppendOutcome(frame.height, 0, ())
 
 
 def write_batches(
