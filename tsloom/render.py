@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tsloom.ingest import IngestResult
-from tsloom.lake.inspect import DatasetReport
+if TYPE_CHECKING:  # type names only: the CLI imports this module at start-up
+    from tsloom.ingest import IngestResult
+    from tsloom.lake.inspect import DatasetReport
 
 
 def fmt_time(value) -> str:
