@@ -16,7 +16,7 @@ from tsloom.errors import ConfigError, SourceError
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 # The newest migration; tests check it equals alembic's head.
-SCHEMA_HEAD = "0005_model_specs"
+SCHEMA_HEAD = "0006_workflows_jobs"
 _engines: dict[str, sa.Engine] = {}
 _lock = threading.Lock()
 

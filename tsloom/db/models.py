@@ -209,3 +209,93 @@ class ModelSpecRecord(Base):
     spec: Mapped[dict] = mapped_column(JSON, nullable=False)
     spec_hash: Mapped[str] = mapped_column(String(40), nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class FlowRecord(Base):
+    """A saved AMML workflow: `name` at an integer `version`, with its source and bytecode;
+    saving changed source makes the next version, stored versions never change."""
+
+    __tablename__ = "amml_flows"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), nullable=False)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    source: Mapped[str] = mapped_column(Text, nullable=False)
+    source_hash: Mapped[str] = mapped_column(String(40), nullable=False)
+    bytecode: Mapped[dict] = mapped_column(JSON, nullable=False)
+    description: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class FlowRun(Base):
+    """One run of a workflow (saved or ad hoc): status running/finished/failed/stopped,
+    what it printed (tail), the error, and per-component statistics."""
+
+    __tablename__ = "amml_flow_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    flow_name: Mapped[str | None] = mapped_column(String(64), index=True)
+    flow_version: Mapped[int | None] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(Text, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    rows_out: Mapped[int | None] = mapped_column(BigInteger)
+    error: Mapped[str | None] = mapped_column(Text)
+    output: Mapped[str | None] = mapped_column(Text)
+    stats: Mapped[dict | None] = mapped_column(JSON)
+
+
+class FlowAlert(Base):
+    """An alert event an AMML `alert` component stored (e.g. from `surveillance`)."""
+
+    __tablename__ = "amml_alerts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    flow: Mapped[str | None] = mapped_column(String(128))
+    component: Mapped[str] = mapped_column(String(64), nullable=False)
+    line: Mapped[int | None] = mapped_column(Integer)
+    level: Mapped[str] = mapped_column(String(16), nullable=False)
+    message: Mapped[str] = mapped_column(Text, nullable=False)
+    event_ts: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    payload: Mapped[dict | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class FlowSnapshot(Base):
+    """The rows a `snapshot` component held when an alert reached it (column → values)."""
+
+    __tablename__ = "amml_snapshots"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    alert_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    run_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    name: Mapped[str] = mapped_column(String(128), nullable=False)
+    row_count: Mapped[int] = mapped_column(Integer, nullable=False)
+    columns: Mapped[list] = mapped_column(JSON, nullable=False)
+    data: Mapped[dict] = mapped_column(JSON, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Job(Base):
+    """A background job (e.g. training from the web UI): queued/running/finished/failed,
+    its parameters, per-epoch progress and result. Running jobs found at start-up are
+    marked failed — a restart never leaves one stuck running."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    params: Mapped[dict] = mapped_column(JSON, nullable=False)
+    progress: Mapped[list | None] = mapped_column(JSON)
+    result: Mapped[dict | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
