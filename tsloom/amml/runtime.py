@@ -19,10 +19,11 @@ from typing import Any
 import polars as pl
 
 from tsloom.amml import catalog
+from tsloom.amml.base import FlowContext, Ingress
 from tsloom.amml.catalog import ArgSpec
 from tsloom.amml.compiler import compile_program
-from tsloom.amml.components import COMPONENTS, FlowContext
 from tsloom.amml.errors import AmmlRuntimeError
+from tsloom.amml.implementations import implementations
 from tsloom.config import Settings, load_settings
 
 # train_lstm takes a seed (deterministic training); the compiler checks args against this.
@@ -62,6 +63,7 @@ def run_program(text: str, *, settings: Settings | None = None, console: Any = N
     settings = settings or load_settings()
     ctx = FlowContext(settings=settings, source=text, console=console)
     comps = bytecode.components
+    COMPONENTS = implementations()
 
     # refuse what the runtime cannot do before running anything
     for inst in comps:
@@ -91,14 +93,23 @@ def run_program(text: str, *, settings: Settings | None = None, console: Any = N
     result = RunResult()
     read: set[int] = set()
     for inst in comps:
-        frame = None
-        if inst.inputs:
-            src = inst.inputs[0][0]
-            if src not in result.frames:
-                raise _error(inst, text, f"its input (component {src}) has not run before it")
-            frame = result.frames[src]
-            read.add(src)
-        result.frames[inst.index] = COMPONENTS[inst.name](inst, ctx)(frame)
+        component = COMPONENTS[inst.name](inst, ctx)
+        component.open()
+        try:
+            if isinstance(component, Ingress):
+                out = list(component.batches())
+            else:
+                src = inst.inputs[0][0]
+                if src not in result.frames:
+                    raise _error(inst, text, f"its input (component {src}) has not run before it")
+                read.add(src)
+                out = [*component.process(result.frames[src]), *component.finish()]
+        finally:
+            component.close()
+        frames = [f if isinstance(f, pl.DataFrame) else f[1] for f in out]
+        result.frames[inst.index] = (
+            pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
+        )
     result.results = [f for i, f in result.frames.items() if i not in read]
     result.models = ctx.models
     result.seconds = time.perf_counter() - started
