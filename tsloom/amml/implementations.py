@@ -7,7 +7,11 @@ from importlib import import_module
 
 from tsloom.amml.base import Component
 
-_MODULES = ("tsloom.amml.components", "tsloom.amml.lstm_components")
+_MODULES = (
+    "tsloom.amml.ingress",
+    "tsloom.amml.components",
+    "tsloom.amml.lstm_components",
+)
 
 
 def implementations() -> dict[str, type[Component]]:
