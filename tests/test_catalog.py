@@ -97,6 +97,22 @@ def test_schema_head_constant_matches_alembic() -> None:
     assert _head_revision() == SCHEMA_HEAD
 
 
+def test_migrations_build_exactly_the_models(tsloom_home) -> None:
+    """The ORM models and the migrations describe the same tables and columns."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from tsloom.db.engine import get_engine
+    from tsloom.db.models import Base
+
+    with get_engine(tsloom_home.db_url).connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    structural = [
+        d for d in diff if d[0] in ("add_table", "remove_table", "add_column", "remove_column")
+    ]
+    assert structural == []
+
+
 def test_lineage_is_recorded_and_replaced(catalog: Catalog) -> None:
     assert catalog.lineage("airq.gwangju_clean") is None
     steps = [{"step": "dedup", "policy": "first"}, {"step": "impute", "method": "time"}]
