@@ -14,6 +14,7 @@ from tsloom.amml.errors import AmmlError
 from tsloom.amml.runtime import run_program
 from tsloom.amml.spec_store import add_model_spec
 from tsloom.ingest.writer import ingest_frame
+from tsloom.lake import read_dataset
 
 SPEC = """
 name: ett
@@ -51,12 +52,11 @@ def test_train_then_predict(tsloom_home, ett: pl.DataFrame) -> None:
     (model,) = trained.models
     meta = json.loads((Path(model["path"]) / "meta.json").read_text())
     assert meta["target"] == "OT" and meta["features"] == ["OT"] and meta["epochs"] == 2
-    assert Path(model["path"]).parent == tsloom_home.home / "amml-models" / "ett" / "0.1"
 
     predicted = run_program(PREDICT, settings=tsloom_home, console=console)
     (pred,) = predicted.results
     assert pred.columns == ["ts", "OT"] and pred.height == 6
-    source = trained.frames[0]
+    source = read_dataset("power.ett", settings=tsloom_home)
     assert pred["ts"].min() > source["ts"].max()
     assert (pred["ts"].diff().drop_nulls() == source["ts"].diff().median()).all()
     lo, hi = ett["OT"].min(), ett["OT"].max()
@@ -74,7 +74,7 @@ def test_source_resolution(tsloom_home, ett) -> None:
     frame = pl.DataFrame({"date": ["2016-07-01 00:00:00"], "OT": [1.0]})
     ingest_frame(frame, "power.etth2", ts="date", settings=tsloom_home)
     # exact table part wins over a prefix match
-    assert run_program('source id="ett" | print', settings=tsloom_home).frames[0].height > 1
+    assert run_program('source id="ett" | print', settings=tsloom_home).results[0].height > 1
     with pytest.raises(AmmlError, match=r"ambiguous.*power\.ett, power\.etth2") as err:
         run_program('source id="et" | print', settings=tsloom_home)
     assert err.value.line == 1 and err.value.column == 1
@@ -87,7 +87,16 @@ def test_source_resolution(tsloom_home, ett) -> None:
         run_program('source id="ett" | lstm model="x:1" | print', settings=tsloom_home)
 
 
-def test_errors_name_line_and_column(tsloom_home) -> None:
+def test_errors_name_line_and_column(tsloom_home, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tsloom.amml import catalog
+    from tsloom.amml.components import Print
+
+    class NarrowPrint(Print):
+        supported = frozenset({"limit"})
+
+    monkeypatch.setitem(
+        catalog.COMPONENTS, "frobnicate", catalog.ComponentSpec("frobnicate", "progress")
+    )
     with pytest.raises(AmmlError) as err:
         run_program('source id="ett"\n  | bogus', settings=tsloom_home)
     assert (err.value.line, err.value.column) == (2, 5)
@@ -95,10 +104,15 @@ def test_errors_name_line_and_column(tsloom_home) -> None:
         run_program('source id="ett" | minmax_scaler wat=1 | print', settings=tsloom_home)
     assert err.value.line == 1
     with pytest.raises(AmmlError, match="not supported by the runtime") as err:
-        run_program('source id="ett" | resample every="1h" | print', settings=tsloom_home)
+        run_program('source id="ett" | frobnicate | print', settings=tsloom_home)
     assert (err.value.line, err.value.column) == (1, 19)
-    with pytest.raises(AmmlError, match="not supported by the runtime") as err:
-        run_program('source id="ett" | print every=2', settings=tsloom_home)
+    with pytest.raises(AmmlError, match="every not supported by the runtime") as err:
+        run_program(
+            'source id="ett" | print every=2',
+            settings=tsloom_home,
+            components={"print": NarrowPrint},
+        )
+    assert (err.value.line, err.value.column) == (1, 19)
 
 
 def test_cli_flow_run_trains_then_predicts(tsloom_home, ett, tmp_path: Path) -> None:
@@ -114,4 +128,4 @@ def test_cli_flow_run_trains_then_predicts(tsloom_home, ett, tmp_path: Path) -> 
     assert "epoch" in trained.output and "loss" in trained.output
     predicted = runner.invoke(app, ["flow", "run", str(tmp_path / "predict.amml")])
     assert predicted.exit_code == 0, predicted.output
-    assert "OT" in predicted.output and "done in" in predicted.output
+    assert "OT" in predicted.output and "finished in" in predicted.output

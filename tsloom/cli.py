@@ -39,7 +39,8 @@ app.add_typer(datasets_app, name="datasets")
 app.add_typer(retention_app, name="retention")
 app.add_typer(models_app, name="models")
 flow_app = typer.Typer(
-    help="AMML workflows: compile and run (save and history come next).", no_args_is_help=True
+    help="AMML workflows: compile, save (versioned), run and their run history.",
+    no_args_is_help=True,
 )
 app.add_typer(flow_app, name="flow")
 spec_app = typer.Typer(
@@ -606,14 +607,120 @@ def flow_compile(
 
 @flow_app.command("run")
 def flow_run(
-    path: Annotated[Path, typer.Argument(help="AMML source file ('-' for standard input)")],
+    what: Annotated[
+        str, typer.Argument(help="a saved workflow NAME[:VERSION], an AMML file, or '-'")
+    ],
 ) -> None:
-    """Run a linear AMML workflow in this process (e.g. the ETTh1 train and predict flows)."""
-    from tsloom.amml.runtime import run_program
+    """Run a workflow in this process and record the run (Ctrl-C stops it cleanly)."""
+    from tsloom.amml.flow_store import get_flow, run_recorded
+    from tsloom.config import load_settings
+
+    settings = load_settings()
+    path = Path(what)
+    if what == "-" or path.is_file():
+        flow, text = None, sys.stdin.read() if what == "-" else _read_text(path)
+    else:
+        flow = get_flow(what, settings=settings)
+        text = flow.source
+    run_id, result = run_recorded(text, flow=flow, settings=settings, console=console)
+    status = getattr(result, "status", "finished")
+    console.print(f"run {run_id} {status} in {result.seconds:.1f} s")
+
+
+@flow_app.command("save")
+def flow_save(
+    name: Annotated[str, typer.Argument(help="workflow name")],
+    path: Annotated[Path, typer.Argument(help="AMML source file ('-' for standard input)")],
+    description: Annotated[str | None, typer.Option(help="what the workflow is for")] = None,
+) -> None:
+    """Compile and store a workflow as the next version of NAME (unchanged source: no-op)."""
+    from tsloom.amml.flow_store import save_flow
 
     text = sys.stdin.read() if str(path) == "-" else _read_text(path)
-    result = run_program(text, console=console)
-    console.print(f"done in {result.seconds:.1f} s")
+    saved = save_flow(name, text, description=description)
+    verb = "saved" if saved.new else "unchanged:"
+    console.print(f"{verb} {escape(saved.ref)}")
+
+
+@flow_app.command("list")
+def flow_list() -> None:
+    """Saved workflows (newest version of each)."""
+    from rich.table import Table
+
+    from tsloom.amml.flow_store import flow_runs, list_flows
+
+    flows = list_flows()
+    if not flows:
+        console.print("no saved workflows yet — `tsloom flow save NAME FILE.amml`")
+        return
+    table = Table("name", "version", "saved", "last run", "description")
+    for f in flows:
+        runs = flow_runs(f.name, limit=1)
+        last = f"{runs[0].status} {runs[0].started_at:%Y-%m-%d %H:%M}" if runs else "never"
+        table.add_row(
+            escape(f.name),
+            str(f.version),
+            f"{f.created_at:%Y-%m-%d %H:%M}",
+            last,
+            escape(f.description or ""),
+        )
+    console.print(table)
+
+
+@flow_app.command("show")
+def flow_show(
+    ref: Annotated[str, typer.Argument(help="NAME or NAME:VERSION")],
+    bytecode: Annotated[bool, typer.Option("--bytecode", help="print the listing")] = False,
+) -> None:
+    """A saved workflow: its source, versions and recent runs (with --bytecode its listing)."""
+    from tsloom.amml.flow_store import flow_runs, flow_versions, get_flow
+
+    flow = get_flow(ref)
+    console.print(f"[bold]{escape(flow.ref)}[/bold]  saved {flow.created_at:%Y-%m-%d %H:%M}")
+    if flow.description:
+        console.print(escape(flow.description))
+    console.print(escape(flow.source.strip()))
+    if bytecode:
+        console.print(escape(flow.listing))
+    versions = ", ".join(str(v.version) for v in flow_versions(flow.name))
+    console.print(f"versions: {versions}")
+    for run in flow_runs(flow.name, limit=10):
+        took = (
+            f"{(run.finished_at - run.started_at).total_seconds():.1f} s" if run.finished_at else ""
+        )
+        console.print(
+            f"run {run.id} v{run.flow_version} {run.status} {run.started_at:%Y-%m-%d %H:%M} "
+            f"{took} {escape(run.error or '')}"
+        )
+
+
+@flow_app.command("runs")
+def flow_runs_cmd(
+    name: Annotated[str | None, typer.Argument(help="only this workflow")] = None,
+    limit: Annotated[int, typer.Option(help="how many")] = 20,
+) -> None:
+    """Recorded workflow runs, newest first."""
+    from rich.table import Table
+
+    from tsloom.amml.flow_store import flow_runs
+
+    runs = flow_runs(name, limit=limit)
+    if not runs:
+        console.print("no workflow runs recorded yet — `tsloom flow run NAME`")
+        return
+    table = Table("run", "workflow", "status", "started", "seconds", "rows out", "error")
+    for r in runs:
+        took = (r.finished_at - r.started_at).total_seconds() if r.finished_at else None
+        table.add_row(
+            str(r.id),
+            escape(f"{r.flow_name}:{r.flow_version}" if r.flow_name else "(ad hoc)"),
+            r.status,
+            f"{r.started_at:%Y-%m-%d %H:%M:%S}",
+            f"{took:.1f}" if took is not None else "",
+            str(r.rows_out or ""),
+            escape((r.error or "")[:80]),
+        )
+    console.print(table)
 
 
 def _read_text(path: Path) -> str:

@@ -88,7 +88,11 @@ class Component(ABC):
 
 
 class Ingress(Component):
-    """A component that starts a flow: it has no input and yields batches."""
+    """A component that starts a flow: it has no input and yields batches. `streaming`
+    says whether it runs until stopped (components downstream adapt, e.g. scalers fit on
+    the first rows instead of the whole input)."""
+
+    streaming: bool = False
 
     def process(self, batch: pl.DataFrame, port: int = 0) -> Iterable[Emitted]:
         raise self.fail("an ingress component takes no input")

@@ -55,6 +55,7 @@ def _a(name: str, kind: ArgKind = "str", required: bool = False, help: str = "")
 
 _BATCH = _a("batch_size", "int", help="rows per batch")
 _COLS = _a("cols", "columns", help="columns to work on (default: all numeric)")
+_FIT = _a("fit_rows", "int", help="fit on the first N rows, then scale batch by batch")
 
 COMPONENTS: dict[str, ComponentSpec] = {}
 
@@ -89,6 +90,8 @@ for _spec in (
             _a("rows", "int"),
             _a("freq"),
             _a("seed", "int"),
+            _a("start", help="first timestamp (default: now)"),
+            _a("realtime", "bool", help="pace the rows to the wall clock"),
             _BATCH,
         ),
         help="synthetic normal noise",
@@ -98,21 +101,34 @@ for _spec in (
         "sql", "ingress", (_a("url", required=True), _a("query", required=True), _a("ts"), _BATCH)
     ),
     ComponentSpec(
-        "mqtt", "ingress", (_a("url"), _a("topic", required=True), _a("qos", "int"), _BATCH)
+        "mqtt",
+        "ingress",
+        (
+            _a("url"),
+            _a("topic", required=True),
+            _a("qos", "int"),
+            _a("time", help="payload time field (default ts)"),
+            _a("wait", "number", help="seconds a batch may wait to fill (default 0.5)"),
+            _BATCH,
+        ),
     ),
     # progress
     ComponentSpec("filter", "progress", (_a("cond", "callback", required=True),)),
     ComponentSpec("select", "progress", (_a("cols", "columns", required=True),)),
     ComponentSpec("assign", "progress", (), help="new_col=expression …", extra_args="callback"),
-    ComponentSpec("minmax_scaler", "progress", (_COLS, _a("id", help="scaler id"))),
-    ComponentSpec("zscore_scaler", "progress", (_COLS, _a("id", help="scaler id"))),
+    ComponentSpec("minmax_scaler", "progress", (_COLS, _a("id", help="scaler id"), _FIT)),
+    ComponentSpec("zscore_scaler", "progress", (_COLS, _a("id", help="scaler id"), _FIT)),
     ComponentSpec("minmax_inverse", "progress", (_COLS, _a("id", help="scaler id"))),
-    ComponentSpec("resample", "progress", (_a("every", required=True), _a("agg"))),
+    ComponentSpec(
+        "resample",
+        "progress",
+        (_a("every", required=True, help='bucket width, e.g. "1h"'), _a("agg"), _COLS),
+    ),
     ComponentSpec("impute", "progress", (_a("method"), _COLS, _a("limit", "int"))),
     ComponentSpec(
         "window",
         "progress",
-        (_a("size", "int", required=True), _a("step", "int"), _a("horizon", "int")),
+        (_a("size", "int", required=True), _a("step", "int"), _a("horizon", "int"), _COLS),
     ),
     ComponentSpec(
         "train_lstm",
@@ -125,6 +141,7 @@ for _spec in (
             _a("lookback", "int"),
             _a("horizon", "int"),
             _a("target", "columns"),
+            _a("seed", "int", help="random seed (default 0)"),
         ),
     ),
     ComponentSpec(
@@ -156,12 +173,19 @@ for _spec in (
     ),
     # egress
     ComponentSpec("print", "egress", (_a("limit", "int"), _a("every", "int"))),
+    # alert and snapshot pass their input on (alert | snapshot): progress, not egress
     ComponentSpec(
         "alert",
-        "egress",
-        (_a("level"), _a("message"), _a("topic"), _a("db", "bool")),
+        "progress",
+        (_a("level"), _a("message"), _a("topic"), _a("db", "bool"), _a("url")),
+        help="record alert events (log, database, MQTT); adds alert_id",
     ),
-    ComponentSpec("snapshot", "egress", (_a("size", "int"), _a("name"))),
+    ComponentSpec(
+        "snapshot",
+        "progress",
+        (_a("size", "int"), _a("name")),
+        help="persist the rows before each alert event",
+    ),
     ComponentSpec(
         "sink",
         "egress",
@@ -172,6 +196,8 @@ for _spec in (
             _a("table"),
             _a("topic"),
             _a("url"),
+            _a("flush_rows", "int", help="rows buffered per write"),
+            _a("qos", "int", help="MQTT QoS (default 1)"),
         ),
     ),
 ):

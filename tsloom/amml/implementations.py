@@ -10,7 +10,10 @@ from tsloom.amml.base import Component
 _MODULES = (
     "tsloom.amml.ingress",
     "tsloom.amml.components",
+    "tsloom.amml.transforms",
+    "tsloom.amml.sink",
     "tsloom.amml.lstm_components",
+    "tsloom.amml.alerting",
 )
 
 

@@ -234,7 +234,9 @@ def load(
     ref: str | Ref, *, settings: Settings | None = None, device: str = "cpu"
 ) -> RegisteredModel:
     """Load `ref` (a full reference or a param id prefix), verifying every file's SHA-256
-    against the manifest first; a tampered or truncated file raises an error naming it."""
+    against the manifest first; a tampered or truncated file raises an error naming it.
+    Models trained by AMML's `train_lstm` (method ``amml``) load as
+    :class:`tsloom.amml.lstm_components.AmmlModel`."""
     import torch
 
     from tsloom.forecast.networks import build_network
@@ -255,7 +257,12 @@ def load(
     manifest, files = verified  # type: ignore[misc]
     if manifest.get("ref") != str(ref):
         raise IntegrityError(f"the manifest at {where} is for {manifest.get('ref')}")
-    params = params_from_document(json.loads(files["params.json"]))
+    doc = json.loads(files["params.json"])
+    if doc.get("kind") == "amml":  # a network declared by an AMML model spec
+        from tsloom.amml.lstm_components import load_verified
+
+        return load_verified(str(ref), manifest, files, settings=settings, device=device)
+    params = params_from_document(doc)
     scaler_info = manifest["scaler"]
     state = load_scaler(store, ref.integration_id, scaler_info["id"])
     scaler = FittedScaler.from_state(state)

@@ -59,6 +59,7 @@ METHODS = (
     "conv_lstm",
     "seasonal_naive",
     "dlinear",
+    "amml",  # networks declared by an AMML model spec (tsloom.amml.lstm_components)
 )
 
 _HEX40 = re.compile(r"^[0-9a-f]{40}$")
