@@ -624,6 +624,9 @@ def flow_run(
         text = flow.source
     run_id, result = run_recorded(text, flow=flow, settings=settings, console=console)
     status = getattr(result, "status", "finished")
+    for model in result.models:
+        if model.get("ref"):
+            console.print(f"registered {escape(model['ref'])}", soft_wrap=True)
     console.print(f"run {run_id} {status} in {result.seconds:.1f} s")
 
 
