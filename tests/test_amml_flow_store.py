@@ -158,3 +158,24 @@ def test_ctrl_c_stops_a_streaming_flow_and_flushes_its_sink(tsloom_home, tmp_pat
     assert written.columns == ["ts", "v"] and written.height > 0
     assert run.rows_out == written.height
     assert not (tmp_path / "noise.csv.part").exists()
+
+
+def test_a_run_whose_process_died_is_shown_failed(tsloom_home) -> None:
+    import socket
+    import subprocess
+
+    from tsloom.db.engine import session_scope
+    from tsloom.db.models import FlowRun
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with session_scope(tsloom_home.db_url) as s:
+        s.add(
+            FlowRun(
+                source="normalsource col=v | print",
+                status="running",
+                stats={"pid": dead.pid, "host": socket.gethostname()},
+            )
+        )
+    (run,) = flow_runs(settings=tsloom_home)
+    assert run.status == "failed" and f"pid {dead.pid}" in run.error

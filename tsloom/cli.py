@@ -592,6 +592,36 @@ def serve_cmd(
     serve(host, port, config=ServeConfig.from_env(**overrides))
 
 
+@app.command("stream")
+def stream_cmd(
+    config: Annotated[Path, typer.Argument(help="stream config YAML (see docs/streaming.md)")],
+    max_messages: Annotated[int | None, typer.Option(help="stop after N messages")] = None,
+    idle_timeout: Annotated[float | None, typer.Option(help="stop after N idle seconds")] = None,
+) -> None:
+    """Real-time inference on MQTT sensor streams: predict on every completed step,
+    publish the forecasts and append them to the lake, until Ctrl-C."""
+    from tsloom.stream.runner import StreamRunner, stop_on_signals
+
+    runner = StreamRunner(config)
+    for m in runner.models:
+        console.print(f"model {escape(m.name)}: {escape(m.ref)} ({m.params.input_steps} steps)")
+    topics = ", ".join(runner.config.mqtt.topics)
+    console.print(
+        f"subscribing to {escape(topics)} on {escape(runner.config.mqtt.url)}; Ctrl-C to stop"
+    )
+    with stop_on_signals(runner):
+        stats = runner.run(max_messages=max_messages, idle_timeout=idle_timeout)
+    console.print(
+        f"{stats.messages:,} messages, {stats.readings:,} readings ({stats.late:,} late, "
+        f"{stats.unbound:,} for no model, {stats.malformed:,} malformed), {stats.steps:,} steps, "
+        f"{stats.forecasts:,} forecasts ({stats.published:,} published); lake: "
+        f"{stats.prediction_rows:,} prediction rows, {stats.actual_rows:,} step values "
+        f"({stats.stop_reason})"
+    )
+    if stats.lake_error:
+        err_console.print(f"[red]lake append failed:[/red] {escape(stats.lake_error)}")
+
+
 @flow_app.command("compile")
 def flow_compile(
     path: Annotated[Path, typer.Argument(help="AMML source file ('-' for standard input)")],

@@ -15,7 +15,9 @@ from __future__ import annotations
 import difflib
 import hashlib
 import io
+import os
 import re
+import socket
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -205,10 +207,34 @@ def flow_runs(
     """Recorded runs, newest first; of one workflow when `name` is given."""
     settings = settings or load_settings()
     with session_scope(settings.db_url) as s:
+        _fail_orphans(s)
         query = sa.select(FlowRun).order_by(FlowRun.id.desc()).limit(limit)
         if name is not None:
             query = query.where(FlowRun.flow_name == name)
         return [_run_info(r) for r in s.scalars(query)]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fail_orphans(session: Any) -> None:
+    """Runs still marked running whose process (on this host) is gone were killed: mark
+    them failed, so history never shows a run stuck running."""
+    host = socket.gethostname()
+    for row in session.scalars(sa.select(FlowRun).where(FlowRun.status == "running")):
+        info = row.stats or {}
+        pid = info.get("pid")
+        if info.get("host") == host and isinstance(pid, int) and not _alive(pid):
+            row.status = "failed"
+            row.error = f"the process running it (pid {pid}) ended before the run finished"
+            row.finished_at = datetime.now(UTC)
 
 
 def get_run(run_id: int, *, settings: Settings | None = None) -> FlowRunInfo:
@@ -287,6 +313,7 @@ def run_recorded(
             flow_version=flow.version if flow else None,
             source=text,
             status="running",
+            stats={"pid": os.getpid(), "host": socket.gethostname()},
         )
         s.add(row)
         s.flush()

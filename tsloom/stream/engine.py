@@ -1,0 +1,289 @@
+"""The stream's core without a broker: readings in, completed steps and forecasts out.
+
+`StreamEngine.process(rows)` takes parsed readings (what `MqttMapping.parse_payload`
+returns: ``ts`` in µs, key columns, value columns), routes every value to the step buffer
+of each model frequency that reads its series, completes the steps the watermark has
+passed, and predicts, per model in one batch, from every window that completed. Forecasts
+and completed step values go to the `on_forecasts` / `on_actuals` callbacks (the runner
+publishes them and appends them to the lake); the benchmark drives the engine directly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from tsloom.stream.buffers import StepBuffer
+from tsloom.stream.config import StreamConfig
+from tsloom.stream.models import BoundModel, predict_windows, series_name
+
+log = logging.getLogger(__name__)
+
+_US = timedelta(microseconds=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def utc(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=int(us))
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """One model's forecast issued at one completed step."""
+
+    model: BoundModel
+    issued_us: int  # grid time of the window's last step
+    ts_us: np.ndarray  # predicted grid times
+    horizons: np.ndarray  # steps ahead, 1-based
+    values: np.ndarray  # original units
+
+    @property
+    def issued(self) -> datetime:
+        return utc(self.issued_us)
+
+
+@dataclass
+class EngineStats:
+    readings: int = 0  # values taken from rows
+    unbound: int = 0  # values of series no model reads
+    series_dropped: int = 0  # values of new series beyond max_series
+    late: int = 0  # values for steps already completed
+    steps: int = 0  # steps completed (summed over frequencies)
+    windows_incomplete: int = 0  # model windows with a missing value: not predicted
+    forecasts: int = 0  # model forecasts issued
+    forecast_values: int = 0  # forecast rows (forecasts × horizons)
+
+
+@dataclass
+class _Group:
+    index: int
+    buffer: StepBuffer
+    models: list[BoundModel] = field(default_factory=list)
+    features: list[str] = field(default_factory=list)  # per slot: the feature name
+    feature_array: np.ndarray | None = None
+    slots: list[int] = field(default_factory=list)
+    ts: list[int] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+
+
+ForecastCallback = Callable[[list[Forecast]], None]
+ActualsCallback = Callable[[int, np.ndarray, np.ndarray], None]
+"""on_actuals(grid time µs, feature names, values) of one completed step."""
+
+
+class StreamEngine:
+    """Routes readings to step buffers and predicts on completed steps."""
+
+    def __init__(
+        self,
+        config: StreamConfig,
+        models: Sequence[BoundModel],
+        *,
+        on_forecasts: ForecastCallback | None = None,
+        on_actuals: ActualsCallback | None = None,
+    ) -> None:
+        self.config = config
+        self.models = list(models)
+        self.on_forecasts = on_forecasts
+        self.on_actuals = on_actuals
+        self.stats = EngineStats()
+        mapping = config.mapping
+        self._keys = mapping.key_columns
+        self._values = mapping.value_columns
+        self._dataset = config.dataset
+        self.groups: list[_Group] = []
+        by_freq: dict[int, _Group] = {}
+        self._group_of: dict[int, _Group] = {}
+        offset = config.bucket_offset // _US
+        for m in self.models:
+            freq = m.params.freq // _US
+            group = by_freq.get(freq)
+            if group is None:
+                buffer = StepBuffer(
+                    freq,
+                    window=m.steps,
+                    lateness_us=config.allowed_lateness.micros(freq),
+                    offset_us=offset,
+                    aggregate=config.aggregate,
+                    fill_limit=config.fill_limit,
+                    max_series=config.max_series,
+                )
+                group = by_freq[freq] = _Group(len(self.groups), buffer)
+                self.groups.append(group)
+            group.buffer.ensure_window(m.steps)
+            group.models.append(m)
+            m.group = group.buffer
+            self._group_of[m.index] = group
+        self._by_buffer = {id(g.buffer): g for g in self.groups}
+        # key values → per value column: (group index, slot) pairs
+        self._routes: dict[tuple, list[list[tuple[int, int]]]] = {}
+        self._pending: list[tuple[BoundModel, int, np.ndarray]] = []
+
+    # -- routing ---------------------------------------------------------------------
+
+    def _route(self, keyvals: tuple) -> list[list[tuple[int, int]]] | None:
+        if len(self._routes) >= self.config.max_series:
+            return None
+        keys = [(k, str(v)) for k, v in zip(self._keys, keyvals, strict=True)]
+        key_map = dict(keys)
+        routes: list[list[tuple[int, int]]] = []
+        for column in self._values:
+            name = series_name(self._dataset, column, keys)
+            found: list[tuple[int, int]] = []
+            for m in self.models:
+                group = self._group_of[m.index]
+                for i, rule in enumerate(m.rules):
+                    if not rule.matches(name, self._dataset, column, key_map):
+                        continue
+                    current = m.slots[i]
+                    if current is not None and group.buffer.names[current] != name:
+                        if name not in m.ambiguous:
+                            m.ambiguous.add(name)
+                            log.warning(
+                                "stream: series %s also matches feature %s of model %s, "
+                                "which already reads %s; ignored for it (map it under "
+                                "`features:`)",
+                                name,
+                                rule.feature,
+                                m.ref,
+                                group.buffer.names[current],
+                            )
+                        continue
+                    try:
+                        slot = group.buffer.slot(name)
+                    except OverflowError:
+                        continue
+                    if slot == len(group.features):
+                        group.features.append(rule.feature)
+                        group.feature_array = None
+                    if current is None:
+                        m.slots[i] = slot
+                        m._slot_array = None
+                        log.info("stream: model %s reads %s as %s", m.name, name, rule.feature)
+                    if (group.index, slot) not in found:
+                        found.append((group.index, slot))
+            routes.append(found)
+        self._routes[keyvals] = routes
+        return routes
+
+    # -- input -----------------------------------------------------------------------
+
+    def process(self, rows: Sequence[dict[str, Any]]) -> list[Forecast]:
+        """Take readings, complete the steps they close, predict; returns the forecasts
+        (also passed to `on_forecasts`)."""
+        keys, values, routes_of = self._keys, self._values, self._routes
+        groups = self.groups
+        stats = self.stats
+        for row in rows:
+            keyvals = tuple([row[k] for k in keys])
+            routes = routes_of.get(keyvals)
+            if routes is None:
+                routes = self._route(keyvals)
+                if routes is None:
+                    stats.series_dropped += len(values)
+                    continue
+            ts = row["ts"]
+            for column, route in zip(values, routes, strict=True):
+                value = row[column]
+                if value is None:
+                    continue
+                if not route:
+                    stats.unbound += 1
+                    continue
+                stats.readings += 1
+                for gi, slot in route:
+                    g = groups[gi]
+                    g.slots.append(slot)
+                    g.ts.append(ts)
+                    g.values.append(value)
+        return self.flush_input()
+
+    def process_arrays(
+        self, group: int, slots: np.ndarray, ts_us: np.ndarray, values: np.ndarray
+    ) -> list[Forecast]:
+        """Vectorised input for one frequency group (slots from :meth:`route_keys`),
+        skipping the per-row routing: for producers that already hold arrays."""
+        g = self.groups[group]
+        self.stats.readings += int(np.asarray(values).size)
+        self.stats.late += g.buffer.add(slots, ts_us, values, on_step=self._on_step)
+        return self._predict()
+
+    def route_keys(self, keyvals: tuple) -> list[list[tuple[int, int]]] | None:
+        """The (group, slot) pairs per value column of a series' key values (bound now)."""
+        return self._routes.get(keyvals) or self._route(keyvals)
+
+    def flush_input(self) -> list[Forecast]:
+        for g in self.groups:
+            if g.slots:
+                slots = np.fromiter(g.slots, dtype=np.int64, count=len(g.slots))
+                ts = np.fromiter(g.ts, dtype=np.int64, count=len(g.ts))
+                vals = np.fromiter(g.values, dtype=np.float64, count=len(g.values))
+                g.slots, g.ts, g.values = [], [], []
+                self.stats.late += g.buffer.add(slots, ts, vals, on_step=self._on_step)
+        return self._predict()
+
+    def advance(self, ts_us: int) -> list[Forecast]:
+        """Move every watermark to a reading time `ts_us` (a heartbeat without values)."""
+        for g in self.groups:
+            g.buffer.advance(ts_us, on_step=self._on_step)
+        return self._predict()
+
+    # -- completed steps -------------------------------------------------------------
+
+    def _on_step(
+        self, buffer: StepBuffer, step: int, observed: np.ndarray, filled: np.ndarray
+    ) -> None:
+        self.stats.steps += 1
+        group = self._by_buffer[id(buffer)]
+        if self.on_actuals is not None:
+            seen = ~np.isnan(observed)
+            if seen.any():
+                if group.feature_array is None or len(group.feature_array) != len(group.features):
+                    group.feature_array = np.asarray(group.features, dtype=object)
+                names = group.feature_array[: observed.size]
+                self.on_actuals(buffer.grid_time(step), names[seen], observed[seen])
+        for m in group.models:
+            if not m.ready:
+                continue
+            window = buffer.window_of(step, m.slot_array, m.steps)
+            if np.isnan(window).any():
+                self.stats.windows_incomplete += 1
+                continue
+            self._pending.append((m, step, window))
+
+    def _predict(self) -> list[Forecast]:
+        if not self._pending:
+            return []
+        pending, self._pending = self._pending, []
+        by_model: dict[int, list[tuple[BoundModel, int, np.ndarray]]] = {}
+        for item in pending:
+            by_model.setdefault(item[0].index, []).append(item)
+        out: list[Forecast] = []
+        for items in by_model.values():
+            m = items[0][0]
+            p = m.params
+            freq = p.freq // _US
+            preds = predict_windows(m.model, np.stack([w for _, _, w in items]))
+            if p.output == "step":
+                horizons = np.arange(1, p.output_steps + 1, dtype=np.int64)
+            else:
+                horizons = np.asarray([p.output_steps], dtype=np.int64)
+            for (_, step, _), values in zip(items, preds, strict=True):
+                issued = step * freq
+                out.append(Forecast(m, issued, issued + horizons * freq, horizons, values))
+        out.sort(key=lambda f: (f.issued_us, f.model.index))
+        self.stats.forecasts += len(out)
+        self.stats.forecast_values += sum(f.values.size for f in out)
+        if self.on_forecasts is not None and out:
+            self.on_forecasts(out)
+        return out
+
+    # -- state -----------------------------------------------------------------------
+
+    def buffer_sizes(self) -> list[Any]:
+        return [g.buffer.sizes() for g in self.groups]
