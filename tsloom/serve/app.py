@@ -77,6 +77,7 @@ class ServerState:
             max_batch=config.max_batch_size,
             max_wait=config.max_wait_ms / 1000.0,
             max_queue=config.max_queue,
+            max_queue_total=config.max_queue_total,
             metrics=self.metrics,
         )
         self.ready = False
@@ -405,6 +406,9 @@ def create_app(settings: Settings | None = None, config: ServeConfig | None = No
     app.add_middleware(GuardMiddleware, state=state)
     _handlers(app, state)
     _routes(app, state)
+    from tsloom.ui import mount_ui
+
+    mount_ui(app, state)  # the web UI under /ui, and / → /ui
     return app
 
 
@@ -544,6 +548,7 @@ def _routes(app: FastAPI, state: ServerState) -> None:
         ``<iid>/<target>/production``."""
         raw = await request.body()
         full = await state.aresolve(ref, stage)
+        state.batcher.check(full)  # overloaded: refuse before loading or parsing
         model = await state.amodel(full)
         if request.headers.get("content-type", "").split(";")[0].strip() == ARROW_STREAM:
             try:

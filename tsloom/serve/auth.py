@@ -52,5 +52,9 @@ def is_write(method: str, path: str) -> bool:
 
 
 def is_open(path: str) -> bool:
-    """Probes that never need a key (health, readiness, metrics, the API docs)."""
+    """Paths the bearer-key check leaves alone: probes, the API docs, and the web UI
+    (which checks its login cookie itself, for writes and, when reads need a key, for
+    every page but the login page)."""
+    if path == "/" or path == "/ui" or path.startswith("/ui/"):
+        return True
     return path in ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/redoc")

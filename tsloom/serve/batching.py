@@ -1,7 +1,10 @@
 """Dynamic batching per model: concurrent predictions for one model are grouped up to
 `max_batch` requests or `max_wait` seconds, then run in one forward pass on a thread pool
 (never on the event loop). A model whose queue already holds `max_queue` requests refuses
-new ones at once (:class:`Overloaded`), so a burst cannot grow an unbounded backlog."""
+new ones at once (:class:`Overloaded`), and so does the whole server once `max_queue_total`
+predictions are outstanding across all its models (queued, or popped into a batch and
+waiting for or running on the thread pool): however many models are resident, a burst
+cannot grow an unbounded backlog."""
 
 from __future__ import annotations
 
@@ -20,12 +23,17 @@ from tsloom.serve.metrics import Metrics
 
 
 class Overloaded(Exception):
-    """A model's queue is full; the client should retry later."""
+    """A model's queue, or the server's (`total`), is full; the client should retry later."""
 
-    def __init__(self, key: str, pending: int) -> None:
-        super().__init__(f"model {key} has {pending} predictions waiting; retry shortly")
+    def __init__(self, key: str, pending: int, *, total: bool = False) -> None:
+        if total:
+            text = f"the server has {pending} predictions outstanding across all models"
+        else:
+            text = f"model {key} has {pending} predictions waiting"
+        super().__init__(f"{text}; retry shortly")
         self.key = key
         self.pending = pending
+        self.total = total
 
 
 def predict_batch(model: Any, windows: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -69,6 +77,7 @@ class Batcher:
         max_batch: int = 32,
         max_wait: float = 0.002,
         max_queue: int = 256,
+        max_queue_total: int | None = None,
         metrics: Metrics | None = None,
         run: Callable[[Any, Sequence[np.ndarray]], list[np.ndarray]] = predict_batch,
     ) -> None:
@@ -76,9 +85,11 @@ class Batcher:
         self.max_batch = max_batch
         self.max_wait = max_wait
         self.max_queue = max_queue
+        self.max_queue_total = max_queue_total  # None: no bound across models
         self.metrics = metrics
         self.run = run
         self._lanes: dict[str, _Lane] = {}
+        self._outstanding = 0  # admitted and not yet answered, across all lanes
         self.batches: list[int] = []  # recent batch sizes (bounded), for tests and stats
 
     def pending(self, key: str | None = None) -> int:
@@ -87,25 +98,44 @@ class Batcher:
             return len(lane.items) if lane else 0
         return sum(len(lane.items) for lane in self._lanes.values())
 
+    @property
+    def outstanding(self) -> int:
+        """Predictions admitted and not yet answered, across all models."""
+        return self._outstanding
+
+    def check(self, key: str | None = None) -> None:
+        """Raise :class:`Overloaded` if a prediction for `key` (or for any model) would be
+        refused now — so a caller can refuse before parsing the request."""
+        if self.max_queue_total is not None and self._outstanding >= self.max_queue_total:
+            if self.metrics:
+                self.metrics.rejected.inc()
+            raise Overloaded(key or "*", self._outstanding, total=True)
+        lane = self._lanes.get(key) if key is not None else None
+        if lane is not None and len(lane.items) >= self.max_queue:
+            if self.metrics:
+                self.metrics.rejected.inc()
+            raise Overloaded(key, len(lane.items))
+
     async def submit(self, key: str, model: Any, window: np.ndarray) -> np.ndarray:
         loop = asyncio.get_running_loop()
+        self.check(key)
         lane = self._lanes.get(key)
         if lane is None or lane.loop is not loop:  # first use, or a new event loop
             lane = self._lanes[key] = _Lane(loop=loop)
         if lane.task is None or lane.task.done():
             lane.task = loop.create_task(self._work(key, lane))
-        if len(lane.items) >= self.max_queue:
-            if self.metrics:
-                self.metrics.rejected.inc()
-            raise Overloaded(key, len(lane.items))
         future: asyncio.Future = loop.create_future()
         lane.items.append((model, window, future))
+        self._outstanding += 1
         if self.metrics:
             self.metrics.queued.inc()
         lane.ready.set()
         if len(lane.items) >= self.max_batch:
             lane.full.set()
-        return await future
+        try:
+            return await future
+        finally:
+            self._outstanding -= 1
 
     async def _work(self, key: str, lane: _Lane) -> None:
         loop = asyncio.get_running_loop()

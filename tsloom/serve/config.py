@@ -29,6 +29,10 @@ class ServeConfig:
     - `max_batch_size`, `max_wait_ms`: dynamic batching per model — a batch closes when it
       holds this many requests or after this wait.
     - `max_queue`: requests waiting per model beyond which new ones get 429 at once.
+    - `max_queue_total`: predictions outstanding (queued or being computed) across all
+      models beyond which new ones get 429 at once, with ``Retry-After`` — the bound that
+      holds however many models are resident (``max_queue`` alone allows
+      ``max_queue`` × models).
     - `workers`: inference threads.
     - `alias_ttl_s`: how long a resolved stage alias (``…/production``) is reused.
     - `runtime`: ``torch`` (default) or ``onnx`` — export each model to ONNX when it loads
@@ -45,6 +49,7 @@ class ServeConfig:
     max_batch_size: int = 32
     max_wait_ms: float = 2.0
     max_queue: int = 256
+    max_queue_total: int = 1024
     workers: int = 2
     alias_ttl_s: float = 2.0
     runtime: Literal["torch", "onnx"] = "torch"
@@ -67,7 +72,14 @@ class ServeConfig:
                 f"serve setting runtime must be 'torch' or 'onnx', got {self.runtime!r}"
             )
         object.__setattr__(self, "runtime", runtime)
-        positive = ("cache_size", "max_body_bytes", "max_batch_size", "max_queue", "workers")
+        positive = (
+            "cache_size",
+            "max_body_bytes",
+            "max_batch_size",
+            "max_queue",
+            "max_queue_total",
+            "workers",
+        )
         for name in (*positive, "onnx_threads"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"serve setting {name} must be at least 1")
