@@ -1,7 +1,11 @@
 """The README's demo, small: synthetic sources land in the lake once, with the truth's counts."""
 
+import re
+
 from rich.console import Console
 
+from tsloom.amml.alerting import list_alerts
+from tsloom.amml.flow_store import flow_runs
 from tsloom.catalog import Catalog
 from tsloom.config import Settings
 from tsloom.demo import run_demo
@@ -30,3 +34,9 @@ def test_demo_ingests_every_source_once(tsloom_home: Settings) -> None:
     assert "integration id  " in out and "param id        " in out
     assert "validation RMSE" in out and "/stacked/" in out
     assert "registry: register, search by tables" in out and "[staged]" in out
+    assert "workflow (AMML): watch a sensor" in out
+    found = re.search(r"(\d+) alerts stored for (\d+) injected co2 outliers", out)
+    assert found is not None
+    (run,) = flow_runs("watch-gwangju")
+    assert run.status == "finished"
+    assert len(list_alerts(run_id=run.id)) == int(found.group(1))
