@@ -179,3 +179,12 @@ def test_a_run_whose_process_died_is_shown_failed(tsloom_home) -> None:
         )
     (run,) = flow_runs(settings=tsloom_home)
     assert run.status == "failed" and f"pid {dead.pid}" in run.error
+
+
+def test_cli_runs_each_component_in_its_own_process_on_request(plant) -> None:
+    save_flow("scale", SCALE, settings=plant)
+    ran = runner.invoke(app, ["flow", "run", "--processes", "scale"])
+    assert ran.exit_code == 0, ran.output
+    (run,) = flow_runs("scale", settings=plant)
+    assert run.status == "finished" and run.rows_out == 50
+    assert "50 rows" in run.output

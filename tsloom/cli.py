@@ -640,6 +640,9 @@ def flow_run(
     what: Annotated[
         str, typer.Argument(help="a saved workflow NAME[:VERSION], an AMML file, or '-'")
     ],
+    processes: Annotated[
+        bool, typer.Option("--processes", help="run each component in its own process")
+    ] = False,
 ) -> None:
     """Run a workflow in this process and record the run (Ctrl-C stops it cleanly)."""
     from tsloom.amml.flow_store import get_flow, run_recorded
@@ -652,7 +655,8 @@ def flow_run(
     else:
         flow = get_flow(what, settings=settings)
         text = flow.source
-    run_id, result = run_recorded(text, flow=flow, settings=settings, console=console)
+    mode = "process" if processes else "thread"
+    run_id, result = run_recorded(text, flow=flow, settings=settings, console=console, mode=mode)
     status = getattr(result, "status", "finished")
     for model in result.models:
         if model.get("ref"):

@@ -301,8 +301,10 @@ def run_recorded(
     settings: Settings | None = None,
     console: Any = None,
     stop: threading.Event | None = None,
+    mode: str = "thread",
 ) -> tuple[int, Any]:
-    """Run `text` and record the run (status, error, output tail, statistics); the
+    """Run `text` (components as threads, or each in its own process with
+    ``mode="process"``) and record the run (status, error, output tail, statistics); the
     program's own errors propagate after the run is recorded as failed."""
     from tsloom.amml.runtime import run_program
 
@@ -326,6 +328,7 @@ def run_recorded(
             settings=settings,
             console=tee_console,
             stop=stop,
+            mode=mode,
             run_id=run_id,
             flow_name=flow.ref if flow else None,
         )
@@ -382,8 +385,11 @@ def run_saved_flow(
     settings: Settings | None = None,
     console: Any = None,
     stop: threading.Event | None = None,
+    mode: str = "thread",
 ) -> tuple[int, Any]:
     """Run a saved workflow (`name` or `name:version`) and record the run."""
     settings = settings or load_settings()
     flow = get_flow(ref, settings=settings)
-    return run_recorded(flow.source, flow=flow, settings=settings, console=console, stop=stop)
+    return run_recorded(
+        flow.source, flow=flow, settings=settings, console=console, stop=stop, mode=mode
+    )
