@@ -4,7 +4,9 @@ browser download) against a real Uvicorn server on 127.0.0.1 with a temporary ho
 Ingest the demo sensors, integrate two sources, see a missing key refused, log in, save
 the integration, train a small model from the form and watch its RMSE curve appear, find
 it in the search tree, promote it, predict and see the chart, save and run a workflow,
-and watch the live page. Each page's screenshot is written to docs/ui/ (1280 px wide)."""
+and watch the live page. Each page's screenshot (1280 px wide) is taken; with
+TSLOOM_UI_SCREENSHOTS=1 they are written to docs/ui/ (as the README shows them), otherwise
+to a temporary folder, so a test run leaves the tree clean."""
 
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ ARGS = [
     "--no-first-run",
 ]
 KEY = "e2e-secret-key"
-SHOTS = Path(__file__).resolve().parents[1] / "docs" / "ui"
+DOCS_SHOTS = Path(__file__).resolve().parents[1] / "docs" / "ui"
 TABLES = ["airq.seoul", "weather.station"]
 TIMEOUT_MS = 30_000
 
@@ -107,21 +109,32 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Sett
 
 
 @pytest.fixture(scope="module")
-def page(server):
+def page(server, shots):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         context = browser.new_context(viewport={"width": 1280, "height": 860})
         context.set_default_timeout(TIMEOUT_MS)
-        yield context.new_page()
+        tab = context.new_page()
+        tab.shots_folder = shots
+        yield tab
         context.close()
         browser.close()
 
 
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    if os.environ.get("TSLOOM_UI_SCREENSHOTS") == "1":
+        return DOCS_SHOTS
+    return tmp_path_factory.mktemp("ui-shots")
+
+
 def shot(page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    folder = page.shots_folder
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
+    assert (folder / f"{name}.png").stat().st_size > 10_000  # a rendered page, not a blank
 
 
 def test_the_whole_journey_in_a_browser(server, page) -> None:
