@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint format bench bench-ett clean
+.PHONY: install demo test lint format bench bench-ett bench-serve bench-stream clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -33,6 +33,17 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest_csv.py
 	$(BIN)/python benchmarks/clean_pipeline.py
 	$(BIN)/python benchmarks/ett.py --quick
+	$(BIN)/python benchmarks/amml_flow.py
+
+# REST serving vs TorchServe (in its own venv under benchmarks/.work) and plain FastAPI
+bench-serve: $(STAMP)
+	test -x benchmarks/.work/torchserve-venv/bin/torchserve || \
+		$(BIN)/python benchmarks/serve_load.py --setup-torchserve
+	$(BIN)/python benchmarks/serve_load.py
+
+# tsloom stream: 10 000 sensors, 100 models, in-process and through Mosquitto
+bench-stream: $(STAMP)
+	$(BIN)/python benchmarks/stream_rate.py
 
 bench-ett: $(STAMP)
 	$(BIN)/python benchmarks/ett.py --threads 1
