@@ -54,6 +54,10 @@ def test_train_registers_then_search_predict_promote_delete(
     (iid,) = tree
     assert ref.startswith(iid)
     assert "dlinear" in tree[iid]["power.etth1.OT"]
+    refs = runner.invoke(app, ["models", "search", "--tables", "power.etth1", "--refs"])
+    assert refs.output.split() == [ref]
+    later = runner.invoke(app, ["models", "search", "--refs", "--from", "2030-01-01"])
+    assert later.exit_code == 0 and later.output.strip() == ""
 
     spec = IntegrationSpec.from_tables(["power.etth1"], "1h", start="2016-09-01", end="2016-09-02")
     window = integrate(spec).frame.select("ts", "power.etth1.OT")

@@ -478,14 +478,29 @@ def models_search(
     start: Annotated[str | None, typer.Option("--from", help="trained on data after")] = None,
     end: Annotated[str | None, typer.Option("--to", help="trained on data before")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="the tree as JSON")] = False,
+    refs: Annotated[bool, typer.Option("--refs", help="only the refs, one per line")] = False,
 ) -> None:
     """Models by integration id → target → method → param id, as the source design walks."""
     from tsloom.registry import search
 
     names = [t for item in [*(tables or []), *(more_tables or [])] for t in _split(item)]
     tree = search(
-        names or None, target=target, method=method, stage=stage, metric=metric, max_value=max_value
+        names or None,
+        target=target,
+        method=method,
+        stage=stage,
+        metric=metric,
+        max_value=max_value,
+        start=start,
+        end=end,
     )
+    if refs:
+        for targets in tree.values():
+            for methods in targets.values():
+                for models in methods.values():
+                    for leaf in models.values():
+                        typer.echo(leaf["ref"])
+        return
     if as_json:
         typer.echo(json.dumps(tree, indent=2, default=str))
         return
