@@ -119,11 +119,13 @@ def test_stream_predictions_equal_the_registry_model_offline(
 
     # What the stream should see per step: the mean of the readings that count.
     readings: dict[tuple[int, int], list[float]] = {}
+    sent = [0]
 
     def send(sensor: int, hour: int, minute: int, value: float, *, counts: bool = True) -> None:
         at = T0 + (TRAIN_HOURS + hour) * H + timedelta(minutes=minute)
         doc = {"t": ms(at), "sensor_id": sensor, "temp": value}
         publisher.publish(f"{base}/sensors/{sensor}", json.dumps(doc), qos=1).wait_for_publish(5)
+        sent[0] += 1
         if counts and sensor in (1, 2):
             readings.setdefault((sensor, hour), []).append(value)
 
@@ -144,6 +146,9 @@ def test_stream_predictions_equal_the_registry_model_offline(
             publisher.publish(f"{base}/sensors/batch", json.dumps(docs), qos=1).wait_for_publish(5)
             for s in (1, 2):
                 readings[(s, hour)].append(0.0)
+            sent[0] += 2
+        if hour == 13:  # a malformed message is counted, not fatal
+            publisher.publish(f"{base}/sensors/bad", b"not json", qos=1).wait_for_publish(5)
 
     # watermark = last reading (hour 15 + 40 min) - 1 h → steps up to hour 13 completed
     last_step = STREAM_HOURS - 3
@@ -160,6 +165,7 @@ def test_stream_predictions_equal_the_registry_model_offline(
 
     assert len(received) == len(expected_steps), (len(received), stats)
     assert stats.late == 1 and stats.unbound == STREAM_HOURS
+    assert stats.malformed == 1 and stats.received == sent[0]
     assert stats.forecasts == len(expected_steps) and stats.published == len(expected_steps)
 
     # the offline truth: the registry model on the same windows
@@ -245,3 +251,52 @@ def test_unknown_model_is_a_clear_error(tsloom_home: Settings) -> None:
     }
     with pytest.raises(StreamModelError, match="no production model"):
         StreamRunner(config, tsloom_home)
+
+
+def test_stopping_with_a_full_inbox_returns_and_counts_the_waits(
+    trained: str, tsloom_home: Settings, mqtt_broker: tuple[str, int]
+) -> None:
+    """Paho's thread waits on a full inbox while processing is slow; stopping through the
+    `stop` event must still return (it used to wait for that thread forever)."""
+    import paho.mqtt.client as mqtt
+
+    host, port = mqtt_broker
+    base = f"tsloom-test/{uuid.uuid4().hex[:10]}"
+    config = {
+        "mqtt": {"url": f"mqtt://{host}:{port}", "topics": [f"{base}/in/#"], "max_inbox": 2},
+        "dataset": "plant.sensors",
+        "mapping": {"time": "t", "time_unit": "ms", "keys": ["sensor_id"], "values": ["temp"]},
+        "models": [trained],
+        "max_batch_messages": 1,
+        "publish": {"enabled": False},
+        "lake": {"enabled": False},
+    }
+    runner = StreamRunner(config, tsloom_home)
+    slow = runner.engine.process_columns
+
+    def process_slowly(*args):
+        time.sleep(0.1)
+        return slow(*args)
+
+    runner.engine.process_columns = process_slowly  # type: ignore[method-assign]
+    stop = threading.Event()
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(stats=runner.run(stop=stop)))
+    thread.start()
+    assert runner.ready.wait(10), "the runner did not subscribe"
+    publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    publisher.connect(host, port)
+    publisher.loop_start()
+    for i in range(20):
+        doc = {"t": ms(T0) + i, "sensor_id": 1, "temp": 1.0}
+        publisher.publish(f"{base}/in/1", json.dumps(doc), qos=1).wait_for_publish(5)
+    deadline = time.monotonic() + 10
+    while runner.stats.inbox_full == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    thread.join(15)
+    publisher.loop_stop()
+    assert not thread.is_alive(), "run() did not return after stop with a full inbox"
+    stats = result["stats"]
+    assert stats.inbox_full >= 1 and stats.stop_reason == "stopped"
+    assert 1 <= stats.messages < 20 and stats.received == stats.messages

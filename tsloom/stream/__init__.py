@@ -7,6 +7,7 @@
 Modules: :mod:`~tsloom.stream.config` (the YAML config), :mod:`~tsloom.stream.buffers`
 (event-time step buffers with a watermark, bounded), :mod:`~tsloom.stream.models`
 (aliases, loading, series → feature binding, batched prediction),
+:mod:`~tsloom.stream.intake` (message batches → columns of readings, fast),
 :mod:`~tsloom.stream.engine` (readings → steps → forecasts, no broker),
 :mod:`~tsloom.stream.publish` (MQTT messages), :mod:`~tsloom.stream.sink` (batched lake
 appends), :mod:`~tsloom.stream.runner` (the MQTT loop). See docs/streaming.md.

@@ -4,14 +4,17 @@
     stop = threading.Event()
     stats = runner.run(stop=stop)                  # returns once stop is set
 
-Paho's network thread puts each message into a bounded inbox (``mqtt.max_inbox``); when
-it is full the network thread waits, TCP pushes back and the broker holds or drops
-messages by its own limits, so a slow model never grows memory here. The loop takes up to
-``max_batch_messages`` messages at a time, parses them with the ingestion mapping, feeds
-the :class:`~tsloom.stream.engine.StreamEngine`, publishes the forecasts and hands rows to
-the :class:`~tsloom.stream.sink.LakeSink`. Stopping (the event, :meth:`stop`, SIGINT or
-SIGTERM through :func:`stop_on_signals`) flushes the held rows to the lake and disconnects;
-open steps (not yet passed by the watermark) are not predicted from.
+Paho's network thread only puts each message into a bounded inbox (``mqtt.max_inbox``);
+when it is full the network thread waits (counted in ``inbox_full``), TCP pushes back and
+the broker holds or drops messages by its own limits (Mosquitto drops QoS 0 messages to a
+subscriber that falls behind), so a slow model never grows memory here. The loop takes up
+to ``max_batch_messages`` messages at a time, parses them into columns
+(:class:`~tsloom.stream.intake.BatchParser`: the ingestion mapping's rows, malformed
+messages counted), feeds the :class:`~tsloom.stream.engine.StreamEngine`, publishes the
+forecasts and hands rows to the :class:`~tsloom.stream.sink.LakeSink`. Stopping (the
+event, :meth:`stop`, SIGINT or SIGTERM through :func:`stop_on_signals`) flushes the held
+rows to the lake and disconnects; open steps (not yet passed by the watermark) are not
+predicted from.
 """
 
 from __future__ import annotations
@@ -30,9 +33,9 @@ from typing import Any
 
 from tsloom.config import Settings, load_settings
 from tsloom.errors import SourceError
-from tsloom.sources.mqtt import MalformedMessage
 from tsloom.stream.config import StreamConfig
 from tsloom.stream.engine import Forecast, StreamEngine
+from tsloom.stream.intake import BatchParser
 from tsloom.stream.models import BoundModel, load_models
 from tsloom.stream.publish import Publisher
 from tsloom.stream.sink import LakeSink
@@ -47,7 +50,9 @@ class StreamStats:
     """What one :meth:`StreamRunner.run` did."""
 
     messages: int = 0
-    malformed: int = 0
+    malformed: int = 0  # messages refused whole (logged with topic and reason)
+    received: int = 0  # readings parsed from the messages
+    inbox_full: int = 0  # times the network thread waited: processing was behind
     readings: int = 0  # values routed to a model's series
     unbound: int = 0  # values of series no model reads
     late: int = 0  # values dropped: their step had completed
@@ -95,6 +100,7 @@ class StreamRunner:
         self.publisher: Publisher | None = None
         self.stats = StreamStats()
         self._stop = threading.Event()
+        self._closing = threading.Event()  # run() is leaving: the inbox is no longer read
         self._inbox: queue.Queue[tuple[str, bytes]] = queue.Queue(self.config.mqtt.max_inbox)
         self._subscribed = threading.Event()
         self._fatal: SourceError | None = None
@@ -107,6 +113,11 @@ class StreamRunner:
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
+
+    @property
+    def backlog(self) -> int:
+        """Messages received and not yet processed (at most ``mqtt.max_inbox``)."""
+        return self._inbox.qsize()
 
     # -- forecasts -------------------------------------------------------------------
 
@@ -132,10 +143,11 @@ class StreamRunner:
         started = time.monotonic()
         last_message = started
         self.stats = StreamStats()
+        self._closing.clear()
         client = self._connect()
         self.publisher = Publisher(client, self.config.publish)
         batch_size = self.config.max_batch_messages
-        mapping = self.config.mapping
+        parser = BatchParser(self.config.mapping)
         reason = ""
         try:
             while True:
@@ -166,22 +178,21 @@ class StreamRunner:
                         batch.append(self._inbox.get_nowait())
                     except queue.Empty:
                         break
-                rows: list[dict[str, Any]] = []
-                for topic, payload in batch:
-                    try:
-                        rows.extend(mapping.parse_payload(payload, topic))
-                    except MalformedMessage as exc:
-                        self.stats.malformed += 1
-                        if self.stats.malformed <= _LOG_MALFORMED:
-                            log.warning("stream: malformed message on %r: %s", topic, exc.reason)
+                columns = parser.parse(batch)
+                for i, (topic, reason) in enumerate(columns.problems):
+                    if self.stats.malformed + i < _LOG_MALFORMED:
+                        log.warning("stream: malformed message on %r: %s", topic, reason)
+                self.stats.malformed += columns.malformed
                 self.stats.messages += len(batch)
-                self.engine.process(rows)
+                self.stats.received += len(columns)
+                self.engine.process_columns(columns.ts, columns.keys, columns.values)
                 if self.sink is not None:
                     self.sink.maybe_flush()
         except KeyboardInterrupt:
             reason = "interrupted"
             raise
         finally:
+            self._closing.set()  # paho's thread must not wait for an inbox nobody reads
             try:
                 if self.sink is not None:
                     self.sink.close()
@@ -293,13 +304,20 @@ class StreamRunner:
         self._subscribed.set()
 
     def _on_message(self, client, userdata, message) -> None:
-        item = (message.topic, bytes(message.payload))
+        # Only enqueue: paho's network thread must get back to the socket at once, or the
+        # broker's queue for us fills and it drops QoS 0 messages.
+        item = (message.topic, message.payload)
+        try:
+            self._inbox.put_nowait(item)
+            return
+        except queue.Full:
+            self.stats.inbox_full += 1
         while True:
             try:
                 self._inbox.put(item, timeout=0.2)
                 return
             except queue.Full:
-                if self._stop.is_set():
+                if self._closing.is_set() or self._stop.is_set():
                     return
 
 
