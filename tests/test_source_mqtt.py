@@ -238,6 +238,7 @@ def test_mapping_nested_fields_arrays_topic_key_and_lenient_numbers() -> None:
         (json.dumps({k: v for k, v in EXAMPLE.items() if k != "ss_id"}), "missing field 'ss_id'"),
         (json.dumps({**EXAMPLE, "input_data": "high"}), "'input_data' is 'high', not a number"),
         (json.dumps({**EXAMPLE, "input_data": True}), "not a number"),
+        (json.dumps({**EXAMPLE, "input_data": 10**400}), "'input_data' is too large"),
         (json.dumps({**EXAMPLE, "event_time": "yesterday"}), "time field 'event_time'"),
         (json.dumps({**EXAMPLE, "event_time": 10**30}), "out of range"),
         (json.dumps({**EXAMPLE, "ss_id": None}), "key field 'ss_id' is null"),

@@ -331,7 +331,10 @@ def _number(name: str, value: Any) -> float | None:
             raise MalformedMessage(f"value field {name!r} is {value!r}, not a number") from None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise MalformedMessage(f"value field {name!r} is {value!r}, not a number")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an integer beyond float range, e.g. 10**400
+        raise MalformedMessage(f"value field {name!r} is too large for a float") from None
     if not math.isfinite(value):
         raise MalformedMessage(f"value field {name!r} is {value!r}, not a finite number")
     return value
