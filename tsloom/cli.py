@@ -633,6 +633,11 @@ def stream_cmd(
         f"{stats.prediction_rows:,} prediction rows, {stats.actual_rows:,} step values "
         f"({stats.stop_reason})"
     )
+    if stats.inbox_full:
+        console.print(
+            f"processing fell behind {stats.inbox_full:,} times (the broker may have dropped "
+            "QoS 0 readings meanwhile: subscribe with qos: 1, or split the topics over streams)"
+        )
     if stats.lake_error:
         err_console.print(f"[red]lake append failed:[/red] {escape(stats.lake_error)}")
 
