@@ -150,3 +150,18 @@ def test_registered_scaler_is_the_flows(tsloom_home, ett) -> None:
     plain = load(run_program(unscaled, settings=tsloom_home).models[0]["ref"], settings=tsloom_home)
     assert plain.params["scaled"] is False and plain.ref != ref
     assert plain.scaler.center == (0.0,) and plain.scaler.scale == (1.0,)
+
+
+def test_the_rest_server_refuses_an_amml_model_with_how_to_use_it(tsloom_home, ett) -> None:
+    from fastapi.testclient import TestClient
+
+    from tsloom.serve import ServeConfig, create_app
+
+    ref = run_program(TRAIN, settings=tsloom_home).models[0]["ref"]
+    with TestClient(create_app(tsloom_home, ServeConfig())) as client:
+        shown = client.get(f"/v1/models/{ref}")
+        assert shown.status_code == 200 and shown.json()["method"] == "amml"
+        refused = client.post(f"/v1/models/{ref}/predict", json={"latest": True})
+    assert refused.status_code == 422
+    body = refused.json()
+    assert "AMML workflow" in body["message"] and "lstm model=" in body["hint"]

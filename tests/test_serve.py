@@ -443,3 +443,147 @@ def test_preload_readiness_and_per_app_metrics(world: World) -> None:
         r = c.get("/readyz")
         assert r.status_code == 503 and "production" in str(r.json()["problems"])
         assert "tsloom_models_resident 0.0" in c.get("/metrics").text
+
+
+# ------------------------------------------------------------------ the fast path
+
+
+def test_rows_fast_path_equals_the_frame_path_and_refuses_what_it_cannot_check(
+    world: World,
+) -> None:
+    """``RegisteredModel.rows_window`` (JSON rows → array, no frame) gives exactly what the
+    frame path gives, and None for every payload the frame path rejects (the server then
+    answers with the frame path's precise error)."""
+    from tsloom.serve.app import rows_to_frame
+
+    model = reg.load(world.a, settings=world.settings)
+    for offset in (0, 5, 17):
+        for variant in ("short", "full", "naive", "offset"):
+            if variant == "full":
+                payload = rows(world.window.slice(offset, 24))
+            else:
+                payload = ot_rows(world, 24, offset)
+            if variant == "naive":
+                payload = [{**r, "ts": r["ts"].rstrip("Z")} for r in payload]
+            if variant == "offset":  # the same instants written in UTC+02:00
+                payload = [
+                    {
+                        **r,
+                        "ts": (pl.Series([r["ts"]]).str.to_datetime(time_zone="UTC"))
+                        .dt.convert_time_zone("Etc/GMT-2")
+                        .dt.strftime("%Y-%m-%dT%H:%M:%S%:z")[0],
+                    }
+                    for r in payload
+                ]
+            fast = model.rows_window(payload)
+            assert fast is not None, variant
+            values, last = model._window_values(rows_to_frame(payload))
+            np.testing.assert_array_equal(fast[0], values)
+            assert fast[1] == last and fast[1].utcoffset().total_seconds() == 0
+            offline = model.predict(world.window.slice(offset, 24))
+            np.testing.assert_array_equal(
+                predict_batch(model, [fast[0]])[0], offline["power.etth1.OT"].to_numpy()
+            )
+            np.testing.assert_array_equal(model._predict(fast[0]), model.predict_values(values))
+
+    good = ot_rows(world)
+    bad_cases = {
+        "10 rows": good[:10],
+        "step": good[:5] + ot_rows(world, 19, 6),
+        "rows.3.ts": [*good[:3], {**good[3], "ts": "yesterday"}, *good[4:]],
+        "OT must be a number": [*good[:2], {**good[2], "OT": "hot"}, *good[3:]],
+        "missing value": [*good[:7], {**good[7], "OT": None}, *good[8:]],
+        "lacks column": [{k: v for k, v in r.items() if k != "OT"} for r in good],
+        "flag must be a number": [{**r, "flag": True} for r in good],
+        "numbers": [{**r, "OT": True} for r in good],
+    }
+    url = f"/v1/models/{world.a}/predict"
+    with client(world) as c:
+        for expected, payload in bad_cases.items():
+            assert model.rows_window(payload) is None, expected
+            r = c.post(url, json={"rows": payload})
+            assert r.status_code == 422, (expected, r.text)
+            if expected != "numbers":
+                assert expected in r.json()["message"], (expected, r.json())
+        assert model.rows_window([{**r, "extra": None} for r in good]) is not None
+        assert c.post(url, json={"rows": good}).status_code == 200
+
+
+def test_lone_requests_run_on_the_loop_and_equal_pool_results(world: World) -> None:
+    """With `inline_ms` set, a lone request for a model with a fast forward pass runs on the
+    event loop (no thread hand-off) and gives what the pool and the registry give; by
+    default inference stays off the event loop."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tsloom.serve.batching import Batcher
+
+    model = reg.load(world.a, settings=world.settings)
+    feats = list(model.params.features)
+    windows = [world.window.slice(i, 24).select(feats).to_numpy() for i in range(6)]
+
+    async def main() -> tuple[list, list, Batcher, Batcher]:
+        with ThreadPoolExecutor(1) as pool:
+            inline = Batcher(pool, max_batch=8, max_wait=0.001, inline_s=0.002)
+            threaded = Batcher(pool, max_batch=8, max_wait=0.001)
+            a = [await inline.submit("m", model, w) for w in windows]
+            b = [await threaded.submit("m", model, w) for w in windows]
+            together = await asyncio.gather(*(inline.submit("m", model, w) for w in windows))
+            await inline.close()
+            await threaded.close()
+        return a, [*b, *together], inline, threaded
+
+    a, b, inline, threaded = asyncio.run(main())
+    assert inline.inline_batches >= len(windows) - 1 and threaded.inline_batches == 0
+    assert max(inline.batches) > 1  # concurrent requests still batch
+    for i, w in enumerate(windows):
+        np.testing.assert_array_equal(a[i], b[i])
+        batched = b[len(windows) + i]  # float32 batched kernels: equal to rounding
+        np.testing.assert_allclose(a[i], batched, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(a[i], model.predict_values(w), rtol=1e-6, atol=1e-6)
+
+
+def test_response_timestamps_are_isoformat() -> None:
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from tsloom.serve.app import _stamps
+
+    for last, freq in (
+        (datetime(2016, 9, 1, 23, tzinfo=UTC), timedelta(hours=1)),
+        (datetime(2016, 2, 28, 23, 59, 30, tzinfo=UTC), timedelta(seconds=45)),
+        (datetime(2016, 9, 1, 0, 0, 0, 1500, tzinfo=UTC), timedelta(minutes=15)),
+        (datetime(2016, 9, 1, tzinfo=timezone(timedelta(hours=2))), timedelta(days=1)),
+        (datetime(2016, 9, 1, tzinfo=UTC), timedelta(milliseconds=1500)),
+    ):
+        steps = range(1, 30)
+        assert _stamps(last, freq, steps) == [(last + k * freq).isoformat() for k in steps]
+    assert _stamps(None, timedelta(hours=1), [1, 2]) == [None, None]
+
+
+def test_fast_route_errors_come_from_the_app_handlers(world: World) -> None:
+    """A failure while predicting on the fast route gets the response the route's own
+    exception handlers give (here a model error → 422 bad_window; anything else → 500)."""
+    from tsloom.registry import WindowError
+
+    app = create_app(world.settings, ServeConfig())
+    batcher = app.state.tsloom.batcher
+    url = f"/v1/models/{world.a}/predict"
+    with TestClient(app, raise_server_exceptions=False) as c:
+        assert c.post(url, json={"rows": ot_rows(world)}).status_code == 200  # resident
+
+        def refuse(model, windows):
+            raise WindowError("the model refuses this window", hint="try another")
+
+        batcher.run = refuse
+        r = c.post(url, json={"rows": ot_rows(world)})
+        assert r.status_code == 422 and r.json()["error"] == "bad_window", r.text
+        assert r.json()["hint"] == "try another"
+
+        def crash(model, windows):
+            raise RuntimeError("boom")
+
+        batcher.run = crash
+        assert c.post(url, json={"rows": ot_rows(world)}).status_code == 500
+        batcher.run = predict_batch
+        assert c.post(url, json={"rows": ot_rows(world)}).status_code == 200
+        text = c.get("/metrics").text
+        assert 'route="/v1/models/{ref:path}/predict",status="422"' in text

@@ -169,3 +169,18 @@ def test_many_models_overload_is_429_at_once_and_the_server_recovers(fleet: Flee
         line for line in text.splitlines() if line.startswith("tsloom_requests_rejected_total")
     )
     assert float(rejected.split()[-1]) == codes.count(429)
+
+
+def test_inference_stays_off_the_event_loop_unless_inline_ms_is_set(tmp_path) -> None:
+    settings = Settings(
+        home=tmp_path,
+        db_url=f"sqlite:///{tmp_path / 'tsloom.db'}",
+        lake_url=str(tmp_path / "lake"),
+        registry_url=str(tmp_path / "registry"),
+    )
+    assert ServeConfig().inline_ms == 0
+    assert create_app(settings, ServeConfig()).state.tsloom.batcher.inline_s == 0
+    tuned = ServeConfig.from_env({"TSLOOM_SERVE_INLINE_MS": "2"})
+    assert create_app(settings, tuned).state.tsloom.batcher.inline_s == pytest.approx(0.002)
+    with pytest.raises(ConfigError, match="inline_ms"):
+        ServeConfig(inline_ms=-1)

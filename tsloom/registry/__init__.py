@@ -28,7 +28,13 @@ if TYPE_CHECKING:
 
     from tsloom.config import Settings
     from tsloom.registry.browse import delete, gc, promote, search, show
-    from tsloom.registry.model import RegisteredModel, WindowError, load, predict_latest
+    from tsloom.registry.model import (
+        RegisteredModel,
+        WindowError,
+        load,
+        load_servable,
+        predict_latest,
+    )
     from tsloom.registry.records import STAGES
     from tsloom.registry.registration import Registration, prepare, publish, register
     from tsloom.registry.store import IntegrityError, Ref, RegistryError, target_segment
@@ -42,6 +48,7 @@ _EXPORTS = {
     "RegisteredModel": "model",
     "WindowError": "model",
     "load": "model",
+    "load_servable": "model",
     "predict_latest": "model",
     "Registration": "registration",
     "prepare": "registration",
@@ -65,6 +72,7 @@ __all__ = [
     "delete",
     "gc",
     "load",
+    "load_servable",
     "predict_latest",
     "prepare",
     "promote",

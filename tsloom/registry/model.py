@@ -7,6 +7,7 @@ import io
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from operator import sub
 from typing import Any
 
 import numpy as np
@@ -54,6 +55,11 @@ def params_from_document(doc: dict[str, Any]) -> LearningParams:
             f"params.json gives param id {params.param_id}, not the stored {doc['param_id']}"
         )
     return params
+
+
+_NUMBER = frozenset((int, float))
+_NULLABLE = frozenset((int, float, type(None)))
+_STR = frozenset((str,))
 
 
 def _utc(value: datetime) -> datetime:
@@ -145,6 +151,75 @@ class RegisteredModel:
                 hint="fill or interpolate it first",
             )
         return values, last
+
+    def rows_window(self, rows: Any) -> tuple[np.ndarray, datetime] | None:
+        """The window array and its last timestamp (UTC) straight from JSON-like rows
+        (``{"ts": ISO 8601, "<feature or short name>": number, ...}``), without building a
+        frame — the server's fast path. Gives the same values as :meth:`_window_values`
+        on the same rows as a frame, or None whenever anything is unusual (a missing or
+        extra column, a null, a non-number, a timestamp that is not a plain ISO string,
+        a wrong row count or step): the frame path then gives the precise error."""
+        p = self.params
+        n = p.input_steps
+        if type(rows) is not list or len(rows) != n or type(rows[0]) is not dict:
+            return None
+        keys = rows[0].keys()
+        plan = self._row_plan(keys)
+        if plan is None:
+            return None
+        source, others = plan
+        try:
+            if not all(map(keys.__eq__, map(dict.keys, rows))):  # not dicts: TypeError
+                return None
+            flat = [r[c] for r in rows for c in source]
+            if not set(map(type, flat)) <= _NUMBER:
+                return None
+            if others and not set(map(type, [r[c] for r in rows for c in others])) <= _NULLABLE:
+                return None
+            stamps = [r["ts"] for r in rows]
+            if set(map(type, stamps)) != _STR:
+                return None
+            ts = list(map(datetime.fromisoformat, stamps))
+            if set(map(sub, ts[1:], ts[:-1])) != {p.freq}:
+                return None
+            values = np.array(flat, dtype=np.float64).reshape(n, len(source))
+        except (ValueError, TypeError, OverflowError):
+            return None  # unparsable stamps, naive mixed with aware, huge integers
+        if np.isnan(values).any():
+            return None
+        return values, _utc(ts[-1])
+
+    def _row_plan(self, keys: Any) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+        """For a set of row keys: which key feeds each feature (in feature order) and
+        which other keys there are — what :meth:`_by_feature_names` decides on a frame's
+        columns, cached per model; None where the frame path must decide."""
+        plans: dict[frozenset, Any] = self.__dict__.setdefault("_row_plans", {})
+        key = frozenset(keys)
+        if key in plans:
+            return plans[key]
+        from tsloom.integrate import resolve_feature
+
+        features = list(self.params.features)
+        columns = [k for k in keys if k != "ts"]
+        renames = {}
+        for column in columns:
+            if column in features:
+                continue
+            try:
+                renames[column] = resolve_feature(column, features)
+            except TsloomError:
+                continue
+        if len(set(renames.values())) != len(renames):
+            renames = {}
+        named = {renames.get(c, c): c for c in columns}
+        plan = None
+        if "ts" in key and len(named) == len(columns) and all(f in named for f in features):
+            source = tuple(named[f] for f in features)
+            plan = source, tuple(c for c in columns if c not in source)
+        if len(plans) >= 64:  # clients may send many shapes: stay bounded
+            plans.clear()
+        plans[key] = plan
+        return plan
 
     def predict_values(self, window: Any) -> np.ndarray:
         """Original-unit forecasts of the target as an array (output_dim,)."""
@@ -284,6 +359,23 @@ def load(
         record=records.get(settings, ref),
         settings=settings,
     )
+
+
+def load_servable(
+    ref: str | Ref, *, settings: Settings | None = None, device: str = "cpu"
+) -> RegisteredModel:
+    """`load`, for the REST server and streams, which answer raw readings through the
+    model's integration: a model an AMML workflow trained (it predicts from frames its
+    flow scaled, with no integration behind it) is refused with how to use it instead."""
+    model = load(ref, settings=settings, device=device)
+    if not isinstance(model, RegisteredModel):
+        raise TsloomError(
+            f"{ref} was trained by an AMML workflow (method amml): serving and streams take "
+            "models trained from an integration (`tsloom train`, the web UI)",
+            hint="predict with it in a workflow: "
+            '`source id=… | minmax_scaler | lstm model="NAME:VERSION" | minmax_inverse | print`',
+        )
+    return model
 
 
 def predict_latest(ref: str | Ref, *, settings: Settings | None = None) -> pl.DataFrame:

@@ -8,14 +8,17 @@ and the batcher, promotion/deletion behind API keys, health, readiness and metri
 from __future__ import annotations
 
 import difflib
+import gc
+import json
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import numpy as np
@@ -78,10 +81,12 @@ class ServerState:
             max_wait=config.max_wait_ms / 1000.0,
             max_queue=config.max_queue,
             max_queue_total=config.max_queue_total,
+            inline_s=config.inline_ms / 1000.0,
             metrics=self.metrics,
         )
         self.ready = False
         self.preload_errors: dict[str, str] = {}
+        self._full_refs: dict[str, str] = {}  # full ref text → its canonical form
         # runtime="onnx": exported ONNX bytes per ref (None: export failed, serve torch),
         # kept across evictions so a reload does not export again; bounded.
         self.onnx_models: OrderedDict[str, bytes | None] = OrderedDict()
@@ -98,11 +103,11 @@ class ServerState:
     # -- loading
 
     def _load(self, ref: str) -> Any:
-        from tsloom.registry import load, records
+        from tsloom.registry import load_servable, records
 
         if records.get(self.settings, ref) is None:
             raise self.not_found(ref)
-        model = load(ref, settings=self.settings)
+        model = load_servable(ref, settings=self.settings)
         if self.config.runtime == "onnx":
             self._use_onnx(ref, model)
         return model
@@ -218,10 +223,27 @@ class ServerState:
         rows.sort(key=lambda r: (r["updated_at"] or "", r["created_at"] or ""))
         return rows[-1]["ref"]
 
+    def full_ref(self, text: str) -> str | None:
+        """`text` checked as a full ref (``<iid>/<target>/<method>/<param_id>``, no I/O:
+        only parsed, and remembered), or None when it is anything else — an alias, a
+        prefix, or not a valid ref (:meth:`resolve` says why)."""
+        found = self._full_refs.get(text)
+        if found is None:
+            parts = text.strip().strip("/").split("/")
+            if len(parts) != 4 or parts[-1] in STAGE_NAMES:
+                return None
+            try:
+                found = self.resolve(text)
+            except TsloomError:
+                return None
+            if len(self._full_refs) >= 4096:
+                self._full_refs.clear()
+            self._full_refs[text] = found
+        return found
+
     async def aresolve(self, text: str, stage: str | None = None) -> str:
-        parts = text.strip().strip("/").split("/")
-        if stage is None and len(parts) == 4 and parts[-1] not in STAGE_NAMES:
-            return self.resolve(text)  # no I/O: a full ref is only parsed
+        if stage is None and (found := self.full_ref(text)) is not None:
+            return found
         return await run_in_threadpool(self.resolve, text, stage)
 
     async def amodel(self, ref: str) -> Any:
@@ -298,13 +320,64 @@ class _TooLarge(Exception):
     """A request body grew past the limit while streaming in."""
 
 
+PREDICT_ROUTE = "/v1/models/{ref:path}/predict"
+_PREDICT_HEAD, _PREDICT_TAIL = "/v1/models/", "/predict"
+
+
+def _media_type(headers: dict[str, str]) -> str:
+    return headers.get("content-type", "").split(";")[0].strip()
+
+
+async def _read_body(receive: Receive, limit: int) -> tuple[bytes | None, list[Message]]:
+    """The whole body (None if the client left first) and the messages it came in;
+    :class:`_TooLarge` past `limit` bytes."""
+    messages: list[Message] = []
+    size = 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            return None, messages
+        size += len(message.get("body", b""))
+        if size > limit:
+            raise _TooLarge
+        if not message.get("more_body", False):
+            break
+    if len(messages) == 1:
+        return messages[0].get("body", b""), messages
+    return b"".join(m.get("body", b"") for m in messages), messages
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    """A receive that gives `messages` again, then what `receive` gives."""
+    pending = list(messages)
+
+    async def again() -> Message:
+        return pending.pop(0) if pending else await receive()
+
+    return again
+
+
+async def _nothing() -> Message:
+    return {"type": "http.disconnect"}
+
+
+def _overloaded_response(exc: Overloaded) -> JSONResponse:
+    response = _error(429, "overloaded", str(exc), hint="retry after a moment")
+    response.headers["Retry-After"] = "1"
+    return response
+
+
 class GuardMiddleware:
     """Outermost layer: metrics for every request, then API keys (before anything else,
     so an unauthenticated write is 401 whatever it names), then the body size limit."""
 
-    def __init__(self, app: ASGIApp, state: ServerState) -> None:
+    def __init__(
+        self, app: ASGIApp, state: ServerState, handlers: dict[Any, Any] | None = None
+    ) -> None:
         self.app = app
         self.state = state
+        self.handlers = handlers if handlers is not None else {}  # the app's, by exception
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -314,6 +387,7 @@ class GuardMiddleware:
         started = time.perf_counter()
         method, path = scope["method"], scope["path"]
         status = {"code": 500, "sent": False}
+        label = None  # the route, when served here rather than by FastAPI's router
 
         async def send_tracked(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -344,6 +418,23 @@ class GuardMiddleware:
             if length is not None and length.isdigit() and int(length) > limit:
                 await self._too_large(scope, receive, send_tracked, limit)
                 return
+            if (
+                method == "POST"
+                and path.startswith(_PREDICT_HEAD)
+                and path.endswith(_PREDICT_TAIL)
+                and not scope.get("query_string")
+                and not scope.get("root_path")
+                and _media_type(headers) != ARROW_STREAM
+            ):
+                try:
+                    raw, messages = await _read_body(receive, limit)
+                except _TooLarge:
+                    await self._too_large(scope, receive, send_tracked, limit)
+                    return
+                if raw is not None and await self._predict_fast(scope, raw, send_tracked):
+                    label = PREDICT_ROUTE
+                    return
+                receive = _replay(messages, receive)  # FastAPI's route reads them again
             seen = 0
 
             async def receive_limited() -> Message:
@@ -362,10 +453,52 @@ class GuardMiddleware:
                     raise
                 await self._too_large(scope, receive, send_tracked, limit)
         finally:
-            route = scope.get("route")
-            label = getattr(route, "path", None) or "unmatched"
+            if label is None:
+                label = getattr(scope.get("route"), "path", None) or "unmatched"
             state.metrics.requests.labels(method, label, str(status["code"])).inc()
             state.metrics.latency.labels(method, label).observe(time.perf_counter() - started)
+
+    async def _predict_fast(self, scope: Scope, raw: bytes, send: Send) -> bool:
+        """Serve the common prediction — a full ref to a resident model, JSON rows that
+        make a valid window — without FastAPI's routing, dependency solving and response
+        validation, which cost about as much as the rest of the request. False (nothing
+        sent) for anything else: the FastAPI route then does it, and says what is wrong."""
+        state = self.state
+        full = state.full_ref(scope["path"][len(_PREDICT_HEAD) : -len(_PREDICT_TAIL)])
+        if full is None:
+            return False
+        try:
+            state.batcher.check(full)
+        except Overloaded as exc:
+            await _overloaded_response(exc)(scope, _nothing, send)
+            return True
+        model = state.cache.peek(full)
+        window = getattr(model, "rows_window", None)
+        if window is None:  # not resident (the route loads it), or no fast path
+            return False
+        try:
+            body = PredictRequest.model_validate_json(raw or b"{}")
+        except ValidationError:
+            return False
+        found = window(body.rows) if not body.latest else None
+        if found is None:
+            return False
+        try:
+            out = await state.batcher.submit(full, model, found[0])
+            response = _json_response(full, model, np.asarray(out), found[1])
+        except Exception as exc:
+            response = await self._handle(scope, exc)
+        await response(scope, _nothing, send)
+        return True
+
+    async def _handle(self, scope: Scope, exc: Exception) -> Response:
+        """The app's response to `exc`, as its exception handlers give it; re-raised (a
+        500) when none applies, as the route's would be."""
+        for kind in type(exc).__mro__:
+            handler = self.handlers.get(kind)
+            if handler is not None:
+                return await handler(Request(scope), exc)
+        raise exc
 
     @staticmethod
     async def _too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
@@ -390,6 +523,10 @@ def create_app(settings: Settings | None = None, config: ServeConfig | None = No
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(state.preload)
+        # What exists now (libraries, preloaded models) lives as long as the server: out
+        # of the collector's sight, a full collection no longer walks it — on a server
+        # with many models resident each took hundreds of milliseconds, stalling requests.
+        gc.freeze()
         try:
             yield
         finally:
@@ -403,7 +540,7 @@ def create_app(settings: Settings | None = None, config: ServeConfig | None = No
         lifespan=lifespan,
     )
     app.state.tsloom = state
-    app.add_middleware(GuardMiddleware, state=state)
+    app.add_middleware(GuardMiddleware, state=state, handlers=app.exception_handlers)
     _handlers(app, state)
     _routes(app, state)
     from tsloom.ui import mount_ui
@@ -445,9 +582,7 @@ def _handlers(app: FastAPI, state: ServerState) -> None:
 
     @app.exception_handler(Overloaded)
     async def _overloaded(request: Request, exc: Overloaded) -> JSONResponse:
-        response = _error(429, "overloaded", str(exc), hint="retry after a moment")
-        response.headers["Retry-After"] = "1"
-        return response
+        return _overloaded_response(exc)
 
 
 _PREDICT_BODY = {
@@ -536,13 +671,13 @@ def _routes(app: FastAPI, state: ServerState) -> None:
         )
 
     @app.post(
-        "/v1/models/{ref:path}/predict",
+        PREDICT_ROUTE,
         tags=["models"],
         response_model=PredictResponse,
         responses=_ERRORS,
         openapi_extra={"requestBody": _PREDICT_BODY},
     )
-    async def predict(ref: str, request: Request, stage: str | None = None) -> PredictResponse:
+    async def predict(ref: str, request: Request, stage: str | None = None) -> Response:
         """Forecast from raw readings (JSON rows, or an Arrow IPC stream) or from the
         lake's newest window (``{"latest": true}``); `ref` may be an alias such as
         ``<iid>/<target>/production``."""
@@ -567,10 +702,16 @@ def _routes(app: FastAPI, state: ServerState) -> None:
             if body.latest:
                 window = await run_in_threadpool(model.latest_window)
             else:
-                window = rows_to_frame(body.rows or [])
+                rows = body.rows or []
+                fast = getattr(model, "rows_window", None)
+                found = fast(rows) if fast is not None else None
+                if found is not None:  # the common case: no frame is built
+                    out = await state.batcher.submit(full, model, found[0])
+                    return _json_response(full, model, np.asarray(out), found[1])
+                window = rows_to_frame(rows)  # unusual rows: this path says what is wrong
         values, last = model._window_values(window)
         out = await state.batcher.submit(full, model, values)
-        return _response(full, model, np.asarray(out), last)
+        return _json_response(full, model, np.asarray(out), last)
 
     @app.post("/v1/models/{ref:path}/promote", tags=["admin"], responses=_ERRORS)
     async def promote(
@@ -650,23 +791,50 @@ async def _must_exist(state: ServerState, ref: str) -> None:
         raise await run_in_threadpool(state.not_found, ref)
 
 
-def _response(ref: str, model: Any, values: np.ndarray, last: datetime | None) -> PredictResponse:
+def _stamps(last: datetime | None, freq: timedelta, steps: Sequence[int]) -> list[str | None]:
+    """ISO 8601 texts of ``last + k·freq`` for each step k (``datetime.isoformat``'s)."""
+    if last is None:
+        return [None] * len(steps)
+    seconds = freq.total_seconds()
+    if (
+        len(steps) > 1
+        and last.microsecond == 0
+        and seconds == int(seconds)
+        and last.utcoffset() == timedelta(0)
+        and 1970 <= last.year < 9000
+    ):  # whole seconds in UTC: numpy formats them all at once, as isoformat would
+        base = np.datetime64(last.replace(tzinfo=None), "s")
+        moments = base + np.asarray(steps) * np.timedelta64(int(seconds), "s")
+        return [t + "+00:00" for t in np.datetime_as_string(moments).tolist()]
+    return [(last + k * freq).isoformat() for k in steps]
+
+
+def _json_response(ref: str, model: Any, values: np.ndarray, last: datetime | None) -> Response:
+    """The answer :class:`PredictResponse` describes, serialised directly (as FastAPI
+    would: NaN and infinities as null): validating and encoding a pydantic model per
+    request costs about as much as a small forward pass."""
     from tsloom.integrate import format_duration
 
     p = model.params
-    steps = list(range(1, p.output_steps + 1)) if p.output == "step" else [p.output_steps]
-    values = np.atleast_1d(values)
-    predictions = [
-        {
-            "ts": (last + k * p.freq).isoformat() if last is not None else None,
-            "step": k,
-            "value": float(v),
-        }
-        for k, v in zip(steps, values, strict=True)
-    ]
-    return PredictResponse(
-        ref=ref, target=p.target, freq=format_duration(p.freq), predictions=predictions
+    steps = range(1, p.output_steps + 1) if p.output == "step" else (p.output_steps,)
+    values = np.atleast_1d(np.asarray(values, dtype=np.float64))
+    if len(values) != len(steps):
+        raise ValueError(f"{len(values)} forecasts for {len(steps)} steps")
+    numbers = [repr(v) if math.isfinite(v) else "null" for v in values.tolist()]
+    stamps = [f'"{t}"' if t is not None else "null" for t in _stamps(last, p.freq, steps)]
+    items = ",".join(
+        [
+            f'{{"ts":{t},"step":{k},"value":{v}}}'
+            for t, k, v in zip(stamps, steps, numbers, strict=True)
+        ]
     )
+    head = _dumps({"ref": ref, "target": p.target, "freq": format_duration(p.freq)})
+    return Response(
+        f'{head[:-1]},"predictions":[{items}]}}'.encode(), media_type="application/json"
+    )
+
+
+_dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 
 
 __all__ = ["ServerState", "create_app", "rows_to_frame", "serve"]

@@ -34,6 +34,9 @@ class ServeConfig:
       holds however many models are resident (``max_queue`` alone allows
       ``max_queue`` × models).
     - `workers`: inference threads.
+    - `inline_ms`: a batch whose forward pass is expected to take at most this long runs on
+      the event loop, saving the hand-off to an inference thread (worth ~10–20% throughput
+      with many small models); 0, the default, keeps all inference off the event loop.
     - `alias_ttl_s`: how long a resolved stage alias (``…/production``) is reused.
     - `runtime`: ``torch`` (default) or ``onnx`` — export each model to ONNX when it loads
       and predict through ONNX Runtime on CPU (needs the ``onnx`` extra; a model that
@@ -51,6 +54,7 @@ class ServeConfig:
     max_queue: int = 256
     max_queue_total: int = 1024
     workers: int = 2
+    inline_ms: float = 0.0
     alias_ttl_s: float = 2.0
     runtime: Literal["torch", "onnx"] = "torch"
     onnx_threads: int = 1
@@ -83,8 +87,10 @@ class ServeConfig:
         for name in (*positive, "onnx_threads"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"serve setting {name} must be at least 1")
-        if self.max_wait_ms < 0 or self.alias_ttl_s < 0:
-            raise ConfigError("serve settings max_wait_ms and alias_ttl_s must not be negative")
+        if self.max_wait_ms < 0 or self.alias_ttl_s < 0 or self.inline_ms < 0:
+            raise ConfigError(
+                "serve settings max_wait_ms, alias_ttl_s and inline_ms must not be negative"
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ServeConfig:

@@ -172,7 +172,7 @@ def load_models(
     bindings: Sequence[ModelBinding], settings: Settings, *, device: str = "cpu"
 ) -> list[BoundModel]:
     """Resolve and load every model of the config (each ref once)."""
-    from tsloom.registry import load
+    from tsloom.registry import load_servable
 
     loaded: dict[str, Any] = {}
     out = []
@@ -181,7 +181,7 @@ def load_models(
         if ref in loaded:
             model = loaded[ref]
         else:
-            model = loaded[ref] = load(ref, settings=settings, device=device)
+            model = loaded[ref] = load_servable(ref, settings=settings, device=device)
         features = list(model.params.features)
         unknown = sorted(set(binding.features) - set(features))
         if unknown:
