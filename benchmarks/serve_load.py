@@ -254,6 +254,16 @@ def running(server: Server) -> Iterator[Server]:
         server.stop()
 
 
+def http_stack() -> str:
+    """Which event loop and HTTP parser Uvicorn picks here (uvicorn[standard] brings the
+    fast ones; without them it falls back to asyncio and the pure-Python h11)."""
+    import importlib.util
+
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    return f"on {loop} with the {http} HTTP parser for tsloom and plain FastAPI alike"
+
+
 def uvicorn_cmd(factory: str, port: int) -> list[str]:
     return [
         str(PYTHON),
@@ -911,6 +921,13 @@ def report(outcomes: list[Outcome], args: argparse.Namespace) -> str:
             aims.append(f"{name}: {'met' if met else 'not met'}")
         lines.append(f"| {n} | {' | '.join(cells)} | {'; '.join(aims)} |")
     clients = [1000 * o.client_cpu_s / o.requests for o in outcomes]
+
+    def cpu_span(system: str) -> str:
+        costs = [o.cpu_ms for o in outcomes if o.system == system and o.requests]
+        if not costs:
+            return "—"
+        return f"{min(costs):.2f}–{max(costs):.2f}" if len(costs) > 1 else f"{costs[0]:.2f}"
+
     load = ""
     if getattr(args, "load_before", None) is not None:
         load = (
@@ -924,23 +941,22 @@ def report(outcomes: list[Outcome], args: argparse.Namespace) -> str:
             f"{min(clients):.2f}–{max(clients):.2f} ms of CPU per request on the same 2 "
             "cores (httpx, used before, cost about 1 ms per request — more than the "
             "servers — and held every system to about the same rate, whatever the "
-            f"server did).{load} Each server is one Python process on one event loop; a "
-            "bare ASGI app that answers a fixed body costs Uvicorn (its pure-Python h11 "
-            "parser: httptools and uvloop are not installed) about 0.1–0.15 ms of CPU per "
-            "request here (measured separately). On top of that every system decodes the "
-            "96-row JSON body, builds and checks the window and writes 24 forecasts, and "
-            "runs the LSTM (≈ 0.25 ms per window); batching shares only the last. At one "
-            "model a batch of about 32 makes the forward pass ≈ 0.04 ms per request, so "
-            "what separates the systems is mostly the request path; at 100 models every "
-            "batch holds one request and each pays the whole forward pass, so the ratio "
-            "falls towards the ratio of request paths. The 3× aim would need tsloom's whole "
-            "request to cost about a third of the plain endpoint's (≈ 0.3 ms): it is at "
-            "0.4–0.5 ms with batching, 0.7–0.9 ms without. What makes tsloom's path the "
+            f"server did).{load} Each Python server is one process on one event loop; "
+            f"Uvicorn runs {http_stack()}. On top of the HTTP layer every system "
+            "decodes the 96-row JSON body, builds and checks the window and writes 24 "
+            "forecasts, and runs the LSTM (≈ 0.25 ms per window); batching shares only the "
+            "last. At one model a batch of about 32 makes the forward pass ≈ 0.04 ms per "
+            "request, so what separates the systems is mostly the request path; at 100 "
+            "models every batch holds one request and each pays the whole forward pass, so "
+            "the ratio falls towards the ratio of request paths. Server CPU per request in "
+            f"this run: tsloom {cpu_span('tsloom')}, plain FastAPI {cpu_span('plain')}, "
+            f"TorchServe {cpu_span('torchserve')} ms. What makes tsloom's path the "
             "lighter one: the window is built straight from the JSON rows (no data frame; "
             "anything unusual falls back to the frame path, which gives the errors), the "
             "answer is serialised directly, the common prediction is served below "
-            "FastAPI's router, a batch whose forward pass should take at most 2 ms runs on "
-            "the event loop instead of a thread (for this model the hand-off and the GIL "
+            f"FastAPI's router, with inline_ms {args.inline_ms:g} a batch whose forward pass "
+            "should take at most that long runs on the event loop instead of a thread (for "
+            "this model the hand-off and the GIL "
             "contention cost more than they save), a lone request does not wait for company "
             "that did not come last time, and the objects alive at start-up are frozen out "
             "of the garbage collector's full passes (which took hundreds of milliseconds "
