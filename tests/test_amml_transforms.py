@@ -15,6 +15,7 @@ import pytest
 from rich.console import Console
 from test_amml_engine import Feed, frame, run
 
+from tsloom.amml.errors import AmmlError
 from tsloom.prep.resample import downsample
 
 
@@ -111,6 +112,56 @@ join x y tolerance="2min" how=inner | print"""
     )
     want = want.filter(pl.col("v_y").is_not_null())
     assert out.columns == ["ts", "v", "v_y"] and out.sort("ts").equals(want)
+
+
+def keyed(n: int, every: timedelta, col: str, seed: int, keys: list[str]) -> pl.DataFrame:
+    return frame(n, every, col=col, seed=seed).with_columns(
+        sensor_id=pl.Series([keys[i % len(keys)] for i in range(n)])
+    )
+
+
+@pytest.mark.parametrize("tolerance", ['tolerance="7min"', ""])
+def test_join_by_key_across_batches(tsloom_home, tolerance: str) -> None:
+    left = keyed(150, timedelta(minutes=1), "v", 0, ["s0", "s1", "s2"])
+    right = keyed(60, timedelta(minutes=2), "v", 3, ["s0", "s1"])
+    # s2 shows up on the right only at the start: without a tolerance its row must be kept
+    # (per key) for the whole stream; s3 never matches
+    right = pl.concat([right, keyed(1, timedelta(minutes=1), "v", 4, ["s2"])]).sort("ts")
+    left = left.with_columns(
+        sensor_id=pl.when(pl.int_range(150) % 10 == 9).then(pl.lit("s3")).otherwise("sensor_id")
+    )
+    Feed.FRAMES = {"a": left, "b": right}
+    text = f"""x = normalsource col=a batch_size=11
+y = normalsource col=b batch_size=4
+join x y on=ts by=sensor_id {tolerance} | print"""
+    (out,) = run(text, None).results
+    want = left.join_asof(
+        right.rename({"v": "v_y"}),
+        on="ts",
+        by="sensor_id",
+        strategy="backward",
+        tolerance=timedelta(minutes=7) if tolerance else None,
+        check_sortedness=False,
+    )
+    assert out.columns == ["ts", "v", "sensor_id", "v_y"]
+    assert out.sort("ts").equals(want)
+    assert out.filter(pl.col("sensor_id") == "s3")["v_y"].null_count() == 15
+    if not tolerance:
+        assert out.filter(pl.col("sensor_id") == "s2")["v_y"].null_count() == 0
+
+
+def test_join_by_missing_key_column(tsloom_home) -> None:
+    Feed.FRAMES = {
+        "a": keyed(20, timedelta(minutes=1), "v", 0, ["s0"]),
+        "b": frame(10, timedelta(minutes=2), col="w", seed=1),
+    }
+    text = """x = normalsource col=a batch_size=5
+y = normalsource col=b batch_size=5
+join x y by=[sensor_id] | print"""
+    with pytest.raises(AmmlError, match=r"join: flow 'y' has no key column\(s\) sensor_id") as err:
+        run(text, None)
+    assert "every joined flow needs the by= columns" in (err.value.hint or "")
+    assert err.value.line == 3
 
 
 def test_print_every(tsloom_home) -> None:

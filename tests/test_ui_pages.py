@@ -325,12 +325,25 @@ def test_search_tree_and_stage_buttons(world: World) -> None:
     login(c)
     leaf = c.get(f"/ui/models?ref={world.ref}").text
     assert "Promote to production" in leaf and "Archive" in leaf
+    badge = f'<span id="param-stage-{param}">'
+    assert leaf.count(badge) == 1 and "hx-swap-oob" not in leaf  # the list's badge, by id
     r = c.post("/ui/models/stage", data={"ref": world.ref, "stage": "production"}, headers=HX)
     assert 'data-stage="production"' in r.text
     assert reg.show(world.ref, settings=world.settings)["stage"] == "production"
+    # the param-id list's badge follows without a reload (an out-of-band swap by its id)
+    oob = f'<span id="param-stage-{param}" hx-swap-oob="true"><span class="badge production">'
+    assert oob in r.text
     r = c.post("/ui/models/stage", data={"ref": world.ref, "stage": "archived"}, headers=HX)
     assert 'data-stage="archived"' in r.text
-    c.post("/ui/models/stage", data={"ref": world.ref, "stage": "staged"}, headers=HX)
+    assert f'<span id="param-stage-{param}" hx-swap-oob="true"><span class="badge archived">' in (
+        r.text
+    )
+    r = c.post("/ui/models/stage", data={"ref": world.ref, "stage": "staged"}, headers=HX)
+    assert f'<span id="param-stage-{param}" hx-swap-oob="true"><span class="badge staged">' in (
+        r.text
+    )
+    bad = c.post("/ui/models/stage", data={"ref": world.ref, "stage": "gone"}, headers=HX)
+    assert bad.status_code == 422 and "hx-swap-oob" not in bad.text
 
 
 # ------------------------------------------------------------------ prediction
@@ -387,11 +400,19 @@ def test_save_and_run_a_workflow(world: World) -> None:
     assert r.status_code == 200 and r.headers["HX-Redirect"] == "/ui/workflows/temps"
     page = c.get("/ui/workflows/temps").text
     assert 'id="flow-listing"' in page and "WF_MAKE_COMPONENT" in page
+    assert '<div id="flow-runs">' in page and "Not run yet." in page
     r = c.post("/ui/workflows/temps/run", data={"version": "1"}, headers=HX)
     job_id = re.search(r'/ui/workflows/jobs/(\d+)"', r.text).group(1)
     done = wait_job(c, job_id, "/ui/workflows/jobs/{}")
     assert 'data-state="finished"' in done
     assert "temp" in done.split('class="flow-output"')[1]
+    # the last poll also refreshes the page's Runs table, out of band, with the new run
+    oob = done.split('<div id="flow-runs" hx-swap-oob="true">', 1)[1].split("</table>", 1)[0]
+    run_id = re.search(r"run (\d+): finished", done).group(1)
+    assert f"<tr><td>{run_id}</td>" in oob and '<span class="badge finished">' in oob
+    assert "Not run yet." not in oob
+    after = c.get("/ui/workflows/temps").text
+    assert after.count('id="flow-runs"') == 1 and "hx-swap-oob" not in after
     runs = c.get("/ui/workflows/temps").text
     assert "finished" in runs.split("<h3", 3)[-1]
 

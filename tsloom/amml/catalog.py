@@ -158,8 +158,13 @@ for _spec in (
     ComponentSpec(
         "join",
         "progress",
-        (_a("on"), _a("tolerance"), _a("how")),
-        help='merge flows on time: join a b on=ts tolerance="5min"',
+        (
+            _a("on"),
+            _a("by", "columns", help="key columns: match rows per key (as-of join per key)"),
+            _a("tolerance"),
+            _a("how"),
+        ),
+        help='merge flows on time: join a b on=ts by=sensor_id tolerance="5min"',
         positionals="in",
         min_positionals=1,
     ),

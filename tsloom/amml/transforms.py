@@ -20,10 +20,11 @@ result needs rows from the next batch, the few rows it needs are carried over.
   last row, then per value column ``c_lag{k}`` for k = N-1 … 0 (``c_lag0`` is the last
   row) and ``c_lead{h}`` for h = 1 … H (the targets), windows every S rows
   (default 1, H default 0). Rows are carried across batches.
-* `join a b on=ts tolerance="5min" how=left|inner` is an as-of join on time: each row of
-  the first flow gets the latest row of every other flow at or before its time, within
-  the tolerance; `how=inner` drops rows that found no match. Colliding column names of the
-  other flows get the flow's name as suffix. Every input must be in time order; rows of
+* `join a b on=ts by=[k…] tolerance="5min" how=left|inner` is an as-of join on time: each
+  row of the first flow gets the latest row of every other flow at or before its time (with
+  `by`, the latest row with the same key values), within the tolerance; `how=inner` drops
+  rows that found no match. Colliding column names of the other flows get the flow's name as
+  suffix. Every input must be in time order; rows of
   the first flow are emitted as soon as every other flow has passed their time, and older
   rows of the other flows are dropped, so memory stays bounded on streams.
 * `split a b cond=EXPR`: rows where the callback is true go to the first flow, the rest
@@ -299,10 +300,14 @@ class Window(Component):
 
 class Join(Component):
     name = "join"
-    supported = frozenset({"on", "tolerance", "how"})
+    supported = frozenset({"on", "by", "tolerance", "how"})
 
     def open(self) -> None:
         self._on = self.args.get("on") or "ts"
+        by = self.args.get("by") or []
+        self._by: list[str] = [by] if isinstance(by, str) else list(by)
+        if self._on in self._by:
+            raise self.fail(f"by={self._by}: {self._on!r} is the time column (on=), not a key")
         self._tol = None if self.args.get("tolerance") is None else _duration(self, "tolerance")
         self._how = self.args.get("how") or "left"
         if self._how not in ("left", "inner"):
@@ -317,6 +322,7 @@ class Join(Component):
 
     def process(self, batch: pl.DataFrame, port: int = 0) -> Iterable[Emitted]:
         _need_ts(self, batch, self._on)
+        self._need_keys(batch, port)
         batch = batch.sort(self._on)
         if port == 0:
             self._left.append(batch)
@@ -325,6 +331,15 @@ class Join(Component):
             self._right[port] = batch if r is None else pl.concat([r, batch], how="vertical")
             self._seen[port] = batch.get_column(self._on).max()
         return self._emit(final=False)
+
+    def _need_keys(self, batch: pl.DataFrame, port: int) -> None:
+        missing = [c for c in self._by if c not in batch.columns]
+        if missing:
+            flow = self._names[port] if port < len(self._names) else f"input {port}"
+            raise self.fail(
+                f"flow {flow!r} has no key column(s) {', '.join(missing)} (by=)",
+                f"columns of {flow!r}: {batch.columns}; every joined flow needs the by= columns",
+            )
 
     def input_ended(self, port: int) -> Iterable[Emitted]:
         self._done[port] = True
@@ -360,11 +375,26 @@ class Join(Component):
         if right is None or left.is_empty():
             return left.clear() if self._how == "inner" else left
         marker = f"__matched{p}"
+        keys = {self._on, *self._by}
+        for c in self._by:
+            if left.schema[c] != right.schema[c]:
+                raise self.fail(
+                    f"key column {c!r} is {left.schema[c]} in {self._names[0]!r} "
+                    f"but {right.schema[c]} in {self._names[p]!r}",
+                    "cast one of them (assign) so the by= columns have the same type",
+                )
         rename = {
-            c: f"{c}_{self._names[p]}" for c in right.columns if c != self._on and c in left.columns
+            c: f"{c}_{self._names[p]}" for c in right.columns if c not in keys and c in left.columns
         }
         right = right.rename(rename).with_columns(pl.lit(True).alias(marker))
-        out = left.join_asof(right, on=self._on, strategy="backward", tolerance=self._tol)
+        out = left.join_asof(
+            right,
+            on=self._on,
+            by=self._by or None,
+            strategy="backward",
+            tolerance=self._tol,
+            check_sortedness=False,  # each input is sorted on `on`; by= groups stay sorted
+        )
         if self._how == "inner":
             out = out.filter(pl.col(marker).is_not_null())
         return out.drop(marker)
@@ -381,6 +411,9 @@ class Join(Component):
             ts = pl.col(self._on)
             if self._tol is not None:
                 self._right[p] = r.filter(ts >= lo - self._tol)  # type: ignore[operator]
+            elif self._by:  # keep, per key, the latest row at or before `lo` and all after
+                keep_from = ts.filter(ts <= lo).max().over(self._by)
+                self._right[p] = r.filter(keep_from.is_null() | (ts >= keep_from))
             else:
                 before = r.filter(ts <= lo)
                 keep_from = before.get_column(self._on).max() if before.height else None

@@ -268,7 +268,13 @@ def routes(router: APIRouter, ui: Ui) -> None:
         ui.state.aliases.clear()  # the REST aliases (…/production) follow at once
         if not request.headers.get("hx-request"):
             return RedirectResponse(f"/ui/models?ref={row['ref']}", status_code=303)
-        return ui.render(request, "partials/stage.html", ref=row["ref"], stage=row["stage"])
+        return ui.render(
+            request,
+            "partials/stage.html",
+            ref=row["ref"],
+            stage=row["stage"],
+            oob_param=row["param_id"],  # the badge in the param-id list follows
+        )
 
 
 def search_context(

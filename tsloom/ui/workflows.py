@@ -36,6 +36,12 @@ def flow_job(ref: str):
     return run
 
 
+def flow_name(ref: str) -> str:
+    """The workflow name of a ref (``name`` or ``name:version``)."""
+    name, sep, version = ref.rpartition(":")
+    return name if sep and version.isdigit() else ref
+
+
 def routes(router: APIRouter, ui: Ui) -> None:
     from tsloom.amml import flow_store
 
@@ -145,7 +151,7 @@ def routes(router: APIRouter, ui: Ui) -> None:
                 request, "partials/flow_run.html", status_code=404, failure=exc.message, job=None
             )
         ctx = ui.flows.context(job_id)
-        output, run = "", None
+        output, run, runs = "", None, None
         if ctx is not None and "buffer" in ctx.state:
             output = ctx.state["buffer"].getvalue()
         if job.done and job.result and job.result.get("run_id"):
@@ -153,7 +159,15 @@ def routes(router: APIRouter, ui: Ui) -> None:
                 lambda: flow_store.get_run(job.result["run_id"], settings=ui.settings)
             )
             output = output or (run.output or "")
-        return ui.render(request, "partials/flow_run.html", job=job, output=output, run=run)
+        if job.done:  # the last poll: the page's Runs table follows (out of band)
+            name = run.flow_name if run is not None else flow_name(job.params.get("ref", ""))
+            if name:
+                runs = await ui.call(
+                    lambda: flow_store.flow_runs(name, limit=30, settings=ui.settings)
+                )
+        return ui.render(
+            request, "partials/flow_run.html", job=job, output=output, run=run, flow_runs=runs
+        )
 
     @router.post("/workflows/jobs/{job_id}/stop", response_class=HTMLResponse)
     async def stop_flow(request: Request, job_id: int) -> Response:
