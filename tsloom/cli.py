@@ -633,6 +633,10 @@ def stream_cmd(
         f"{stats.prediction_rows:,} prediction rows, {stats.actual_rows:,} step values "
         f"({stats.stop_reason})"
     )
+    if stats.swaps or stats.swap_errors:
+        console.print(
+            f"{stats.swaps:,} model swap(s) after promotions, {stats.swap_errors:,} failed"
+        )
     if stats.inbox_full:
         console.print(
             f"processing fell behind {stats.inbox_full:,} times (the broker may have dropped "

@@ -16,6 +16,7 @@ with every complaint naming its field::
       - ref: 3f5c…/plant.sensors.temp_sensor_id_1/vanilla/9a1b…
         features: {"plant.sensors.temp[sensor_id=1]": "plant.sensors.temp[sensor_id=7]"}
     allowed_lateness: 2 steps
+    alias_refresh: 30s              # look the stage aliases up again (0: never)
     publish:
       topic: tsloom/predictions/{model}
     lake:
@@ -241,6 +242,11 @@ class StreamConfig(BaseModel):
     )
     max_series: int = Field(1_000_000, ge=1, description="distinct series tracked at most")
     max_batch_messages: int = Field(2_000, ge=1, description="messages processed per round")
+    alias_refresh: float = Field(
+        30.0,
+        description="seconds between lookups of the stage aliases among `models` (a model "
+        "promoted since is swapped in); 0 disables",
+    )
     publish: PublishSettings = Field(default_factory=PublishSettings)
     lake: LakeSettings = Field(default_factory=LakeSettings)
 
@@ -294,6 +300,26 @@ class StreamConfig(BaseModel):
     @classmethod
     def _offset(cls, value: Any) -> Any:
         return value if isinstance(value, timedelta) else _duration(value, "bucket_offset")
+
+    @field_validator("alias_refresh", mode="before")
+    @classmethod
+    def _refresh(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError(f"alias_refresh {value!r} is not a number of seconds")
+        if isinstance(value, timedelta):
+            out = value.total_seconds()
+        elif isinstance(value, int | float):
+            out = float(value)
+        else:
+            try:
+                out = float(value)
+            except (TypeError, ValueError):
+                out = _duration(value, "alias_refresh").total_seconds()
+        if not out >= 0 or out == float("inf"):
+            raise ValueError(
+                f"alias_refresh {value!r} must be a number of seconds >= 0 (0 disables)"
+            )
+        return out
 
     @model_validator(mode="after")
     def _names(self) -> StreamConfig:

@@ -389,6 +389,75 @@ class StreamEngine:
             self.on_forecasts(out)
         return out
 
+    # -- model swaps -----------------------------------------------------------------
+
+    def swap_model(self, new: BoundModel) -> bool:
+        """Put `new` in place of the model of the same `index` (a stage alias now points
+        to it), between steps. With the same features and frequency it takes over the old
+        model's series slots and buffers: the next completed step is predicted by it, no
+        gap (the history grows if its window is longer). Otherwise it is bound afresh: to
+        the buffer of its frequency (its history kept; a new, empty one for a frequency no
+        model had) and, as series are seen again, to its features; every series is routed
+        again. Returns whether the old model's slots were kept."""
+        pos = next((i for i, m in enumerate(self.models) if m.index == new.index), None)
+        if pos is None:
+            raise KeyError(f"no stream model with index {new.index}")
+        self.flush_input()  # steps completed before the swap are the old model's
+        old = self.models[pos]
+        group = self._group_of[old.index]
+        same = old.params.freq == new.params.freq and list(old.params.features) == list(
+            new.params.features
+        )
+        if same:
+            new.slots = list(old.slots)
+            new._slot_array = None
+            new.group = group.buffer
+            group.buffer.ensure_window(new.steps)
+            group.models = [new if m is old else m for m in group.models]
+            self.models[pos] = new
+            self._index_rules()
+            return True
+        group.models = [m for m in group.models if m is not old]
+        self.models[pos] = new
+        self._regroup()
+        return False
+
+    def _regroup(self) -> None:
+        """Groups after a model changed frequency or features: a buffer per frequency in
+        use (kept where it exists, dropped when no model reads it), rules re-indexed and
+        every series routed again when next seen."""
+        by_freq = {g.buffer.freq_us: g for g in self.groups}  # history kept per frequency
+        offset = self.config.bucket_offset // _US
+        for m in self.models:
+            freq = m.params.freq // _US
+            group = by_freq.get(freq)
+            if group is None:
+                buffer = StepBuffer(
+                    freq,
+                    window=m.steps,
+                    lateness_us=self.config.allowed_lateness.micros(freq),
+                    offset_us=offset,
+                    aggregate=self.config.aggregate,
+                    fill_limit=self.config.fill_limit,
+                    max_series=self.config.max_series,
+                )
+                group = by_freq[freq] = _Group(0, buffer)
+            if not any(x is m for x in group.models):
+                group.models.append(m)
+                m.slots = [None] * len(m.rules)
+                m._slot_array = None
+            group.buffer.ensure_window(m.steps)
+            m.group = group.buffer
+            self._group_of[m.index] = group
+        self.groups = [g for g in by_freq.values() if g.models]
+        for i, g in enumerate(self.groups):
+            g.index = i
+        self._by_buffer = {id(g.buffer): g for g in self.groups}
+        self._index_rules()
+        self._routes = {}
+        self._sid_of = {}
+        self._slot_table = np.full((len(self._values), len(self.groups), 1024), -1, np.int64)
+
     # -- state -----------------------------------------------------------------------
 
     def buffer_sizes(self) -> list[Any]:

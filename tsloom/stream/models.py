@@ -168,6 +168,38 @@ class BoundModel:
         }
 
 
+def is_alias(text: str) -> bool:
+    """Whether a config ref is a stage alias ``<iid>/<target>[/<method>]/<stage>``, whose
+    model can change while the stream runs (a promotion)."""
+    parts = text.strip().strip("/").split("/")
+    return len(parts) in (3, 4) and parts[-1] in STAGES
+
+
+def bind_model(index: int, binding: ModelBinding, ref: str, model: Any) -> BoundModel:
+    """A loaded model as the `index`-th model of the config: its feature rules (the
+    config's `features:` pins checked against the model's features), no series bound yet."""
+    features = list(model.params.features)
+    unknown = sorted(set(binding.features) - set(features))
+    if unknown:
+        raise StreamModelError(
+            f"models.{index}.features ({binding.ref}): {', '.join(unknown)} not among the "
+            f"features of {ref}",
+            hint=f"its features are {', '.join(features)}",
+        )
+    spec = (model.lineage.get("integration") or {}).get("spec")
+    rules = [FeatureRule.of(f, spec, binding.features.get(f)) for f in features]
+    return BoundModel(
+        index=index,
+        ref=ref,
+        name=binding.name or ref.rsplit("/", 1)[1][:12],
+        binding=binding,
+        model=model,
+        rules=rules,
+        slots=[None] * len(features),
+        steps=model.params.input_steps,
+    )
+
+
 def load_models(
     bindings: Sequence[ModelBinding], settings: Settings, *, device: str = "cpu"
 ) -> list[BoundModel]:
@@ -182,29 +214,7 @@ def load_models(
             model = loaded[ref]
         else:
             model = loaded[ref] = load_servable(ref, settings=settings, device=device)
-        features = list(model.params.features)
-        unknown = sorted(set(binding.features) - set(features))
-        if unknown:
-            raise StreamModelError(
-                f"models.{i}.features ({binding.ref}): {', '.join(unknown)} not among the "
-                "model's features",
-                hint=f"its features are {', '.join(features)}",
-            )
-        spec = (model.lineage.get("integration") or {}).get("spec")
-        rules = [FeatureRule.of(f, spec, binding.features.get(f)) for f in features]
-        name = binding.name or ref.rsplit("/", 1)[1][:12]
-        out.append(
-            BoundModel(
-                index=i,
-                ref=ref,
-                name=name,
-                binding=binding,
-                model=model,
-                rules=rules,
-                slots=[None] * len(features),
-                steps=model.params.input_steps,
-            )
-        )
+        out.append(bind_model(i, binding, ref, model))
     return out
 
 

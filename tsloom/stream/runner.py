@@ -36,7 +36,7 @@ from tsloom.errors import SourceError
 from tsloom.stream.config import StreamConfig
 from tsloom.stream.engine import Forecast, StreamEngine
 from tsloom.stream.intake import BatchParser
-from tsloom.stream.models import BoundModel, load_models
+from tsloom.stream.models import BoundModel, bind_model, is_alias, load_models, resolve_ref
 from tsloom.stream.publish import Publisher
 from tsloom.stream.sink import LakeSink
 
@@ -66,6 +66,8 @@ class StreamStats:
     lake_commits: int = 0
     lake_dropped: int = 0
     lake_error: str | None = None
+    swaps: int = 0  # models swapped in: a stage alias pointed to another model
+    swap_errors: int = 0  # alias lookups or loads that failed (the old model kept)
     elapsed_s: float = 0.0
     stop_reason: str = ""
 
@@ -86,13 +88,12 @@ class StreamRunner:
     ) -> None:
         self.config = StreamConfig.load(config)
         self.settings = settings or load_settings()
-        self.models: list[BoundModel] = load_models(
-            self.config.models, self.settings, device=device
-        )
+        self.device = device
+        models = load_models(self.config.models, self.settings, device=device)
         self.sink = LakeSink(self.config.lake, self.settings) if self.config.lake.enabled else None
         self.engine = StreamEngine(
             self.config,
-            self.models,
+            models,
             on_forecasts=self._forecasts,
             on_actuals=self.sink.add_actuals if self.sink is not None else None,
         )
@@ -105,6 +106,12 @@ class StreamRunner:
         self._subscribed = threading.Event()
         self._fatal: SourceError | None = None
         self.ready = threading.Event()  # set once subscribed
+        self._next_refresh = time.monotonic() + self.config.alias_refresh
+
+    @property
+    def models(self) -> list[BoundModel]:
+        """The models running now (a promoted model replaces its alias's old one)."""
+        return self.engine.models
 
     def stop(self) -> None:
         """Ask a running `run` to flush and return (thread- and signal-safe)."""
@@ -128,6 +135,56 @@ class StreamRunner:
             self.sink.add_forecasts(forecasts)
         if self.user_on_forecasts is not None:
             self.user_on_forecasts(forecasts)
+
+    # -- stage aliases ---------------------------------------------------------------
+
+    def refresh_aliases(self) -> int:
+        """Look every stage alias of the config up again and swap in the model it points
+        to now, where that changed (loaded with `load_servable`, between steps: see
+        :meth:`StreamEngine.swap_model`). A lookup or load that fails keeps the old model,
+        is logged and counted (`swap_errors`). Returns the number of models swapped."""
+        from tsloom.registry import load_servable
+
+        self._next_refresh = time.monotonic() + self.config.alias_refresh
+        swapped = 0
+        loaded = {m.ref: m.model for m in self.engine.models}
+        for old in list(self.engine.models):
+            binding = old.binding
+            if not is_alias(binding.ref):
+                continue
+            try:
+                ref = resolve_ref(binding.ref, self.settings)
+                if ref == old.ref:
+                    continue
+                model = loaded.get(ref)
+                if model is None:
+                    model = load_servable(ref, settings=self.settings, device=self.device)
+                new = bind_model(old.index, binding, ref, model)
+            except Exception as exc:  # any failure keeps the running model
+                self.stats.swap_errors += 1
+                log.error(
+                    "stream: %s: cannot swap in its current model, keeping %s: %s",
+                    binding.ref,
+                    old.ref,
+                    getattr(exc, "message", None) or exc,
+                )
+                continue
+            loaded[ref] = model
+            kept = self.engine.swap_model(new)
+            self.stats.swaps += 1
+            swapped += 1
+            log.warning(
+                "stream: %s now points to %s: swapped in for %s (%s)",
+                binding.ref,
+                ref,
+                old.ref,
+                "buffers kept" if kept else "features or frequency differ: a fresh window fills",
+            )
+        return swapped
+
+    def _maybe_refresh(self) -> None:
+        if self.config.alias_refresh > 0 and time.monotonic() >= self._next_refresh:
+            self.refresh_aliases()
 
     # -- the loop --------------------------------------------------------------------
 
@@ -167,6 +224,7 @@ class StreamRunner:
                         break
                     if self.sink is not None:
                         self.sink.maybe_flush()
+                    self._maybe_refresh()
                     continue
                 last_message = time.monotonic()
                 batch = [first]
@@ -188,6 +246,7 @@ class StreamRunner:
                 self.engine.process_columns(columns.ts, columns.keys, columns.values)
                 if self.sink is not None:
                     self.sink.maybe_flush()
+                self._maybe_refresh()
         except KeyboardInterrupt:
             reason = "interrupted"
             raise
