@@ -232,3 +232,13 @@ def test_mqtt_streams_until_stopped(tsloom_home, mqtt_broker) -> None:
     assert out["ts"].to_list() == [T0 + timedelta(seconds=i) for i in range(n + 1)]
     assert out["temp"].to_list() == [*(float(i) for i in range(n)), 99.0]
     assert out["site"].to_list()[:n] == ["a"] * n
+
+
+def test_mqtt_urls_parse_the_same_for_every_component() -> None:
+    from tsloom.amml.mqtt_link import mqtt_address
+    from tsloom.errors import ConfigError
+
+    assert mqtt_address(None) == ("127.0.0.1", 1883, None, None, False)
+    assert mqtt_address("mqtts://u:p@broker") == ("broker", 8883, "u", "p", True)
+    with pytest.raises(ConfigError, match="not mqtt://host"):
+        mqtt_address("http://broker")

@@ -181,29 +181,10 @@ class Alert(Component):
             self._connect_mqtt()
 
     def _connect_mqtt(self) -> None:
-        import uuid
+        from tsloom.amml.mqtt_link import connect, new_client
 
-        import paho.mqtt.client as mqtt
-
-        from tsloom.amml.ingress import mqtt_address
-
-        try:
-            host, port, user, password = mqtt_address(self.args.get("url"))
-        except TsloomError as exc:
-            raise self.fail(exc.message, exc.hint) from exc
-        client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=f"tsloom-alert-{uuid.uuid4().hex[:12]}"
-        )
-        if user:
-            client.username_pw_set(user, password)
-        try:
-            client.connect(host, port, keepalive=30)
-        except (OSError, ValueError) as exc:
-            raise self.fail(
-                f"cannot reach the MQTT broker at {host}:{port}: {exc}",
-                "check that the broker runs there, or give url=mqtt://host:port",
-            ) from exc
-        client.loop_start()
+        client, host, port = new_client(self, "alert")
+        connect(self, client, host, port)
         self.client = client
 
     def _events(self, batch: pl.DataFrame) -> pl.DataFrame:

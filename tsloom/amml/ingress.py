@@ -27,7 +27,6 @@ import json
 import logging
 import queue
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -417,20 +416,6 @@ class MqttReadings:
         return frame.with_columns(casts)
 
 
-def mqtt_address(url: str | None) -> tuple[str, int, str | None, str | None]:
-    """(host, port, username, password) of ``mqtt://[user[:password]@]host[:port]``."""
-    from urllib.parse import urlsplit
-
-    from tsloom.errors import ConfigError
-
-    parts = urlsplit(url or "mqtt://127.0.0.1:1883")
-    if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-        raise ConfigError(
-            f"MQTT URL {url!r} is not mqtt://host[:port]", hint="e.g. mqtt://127.0.0.1:1883"
-        )
-    return parts.hostname, parts.port or 1883, parts.username, parts.password
-
-
 class Mqtt(_Ingress):
     name = "mqtt"
     streaming = True
@@ -445,23 +430,13 @@ class Mqtt(_Ingress):
     def _connect(self, inbox: queue.Queue) -> Any:
         import threading
 
-        import paho.mqtt.client as mqtt
+        from tsloom.amml.mqtt_link import connect, new_client
 
-        from tsloom.errors import TsloomError
-
-        try:
-            host, port, user, password = mqtt_address(self.args.get("url"))
-        except TsloomError as exc:
-            raise self.fail(exc.message, exc.hint) from exc
         topic, qos = str(self.args["topic"]), int(self.args.get("qos") or 0)
         if qos not in (0, 1, 2):
             raise self.fail(f"qos={qos}: use 0, 1 or 2")
         subscribed = threading.Event()
-        client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=f"tsloom-amml-{uuid.uuid4().hex[:12]}"
-        )
-        if user:
-            client.username_pw_set(user, password)
+        client, host, port = new_client(self, "amml")
 
         def on_connect(client, userdata, flags, reason_code, properties) -> None:
             if not reason_code.is_failure:
@@ -473,15 +448,8 @@ class Mqtt(_Ingress):
         client.on_connect = on_connect
         client.on_subscribe = lambda *a: subscribed.set()
         client.on_message = on_message
-        try:
-            client.connect(host, port, keepalive=30)
-        except (OSError, ValueError) as exc:
-            raise self.fail(
-                f"cannot reach the MQTT broker at {host}:{port}: {exc}",
-                "check that the broker runs there, or give url=mqtt://host:port",
-            ) from exc
+        connect(self, client, host, port)
         self._client = client
-        client.loop_start()
         if not subscribed.wait(10):
             raise self.fail(f"the MQTT broker at {host}:{port} did not confirm the subscription")
         self.subscribed.set()

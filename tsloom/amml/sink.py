@@ -199,24 +199,13 @@ class Sink(Component):
     # --- mqtt ----------------------------------------------------------------------------------
 
     def _open_mqtt(self) -> None:
-        import paho.mqtt.client as mqtt
+        from tsloom.amml.mqtt_link import connect, new_client
 
-        url = self.args.get("url") or "mqtt://127.0.0.1:1883"
-        m = re.match(r"^mqtts?://([^:/]+)(?::(\d+))?/?$", url)
-        if not m:
-            raise self.fail(f"url={url!r} is not mqtt://host[:port]")
-        host, port = m.group(1), int(m.group(2) or 1883)
         self._qos = self.args.get("qos", 1)
         if self._qos not in (0, 1, 2):
             raise self.fail("qos must be 0, 1 or 2")
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-        if url.startswith("mqtts"):
-            client.tls_set()
-        try:
-            client.connect(host, port)
-        except OSError as exc:
-            raise self.fail(f"cannot reach the MQTT broker at {host}:{port}: {exc}") from exc
-        client.loop_start()
+        client, host, port = new_client(self, "sink")
+        connect(self, client, host, port)
         self._client = client
 
     def _write_mqtt(self, frame: pl.DataFrame) -> None:
