@@ -38,10 +38,9 @@ import logging
 import math
 import os
 import queue
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -958,27 +957,8 @@ def _check_topic_filter(topic: str) -> None:
         )
 
 
-@contextlib.contextmanager
-def stop_on_signals(
-    ingestor: MqttIngestor, signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM)
-) -> Iterator[None]:
-    """For the CLI: the first SIGINT/SIGTERM stops `ingestor` gracefully (flush, ack), a
-    second one interrupts. A no-op outside the main thread. Handlers are restored after."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+def stop_on_signals(ingestor: MqttIngestor) -> contextlib.AbstractContextManager[None]:
+    """For the CLI: the first SIGINT/SIGTERM stops `ingestor` cleanly, a second interrupts."""
+    from tsloom.signals import stop_on_signals as stop_on
 
-    def handler(signum: int, frame: Any) -> None:
-        if ingestor.stopping:
-            raise KeyboardInterrupt
-        log.warning("signal %d: flushing the open batch and stopping", signum)
-        ingestor.stop()
-
-    previous = {sig: signal.getsignal(sig) for sig in signals}
-    for sig in signals:
-        signal.signal(sig, handler)
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+    return stop_on(ingestor, "flushing the open batch and stopping")

@@ -22,11 +22,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
-import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -380,27 +379,8 @@ class StreamRunner:
                     return
 
 
-@contextlib.contextmanager
-def stop_on_signals(
-    runner: StreamRunner, signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM)
-) -> Iterator[None]:
-    """For the CLI: the first SIGINT/SIGTERM stops `runner` cleanly (flush, disconnect),
-    a second one interrupts. A no-op outside the main thread."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+def stop_on_signals(runner: StreamRunner) -> contextlib.AbstractContextManager[None]:
+    """For the CLI: the first SIGINT/SIGTERM stops `runner` cleanly, a second interrupts."""
+    from tsloom.signals import stop_on_signals as stop_on
 
-    def handler(signum: int, frame: Any) -> None:
-        if runner.stopping:
-            raise KeyboardInterrupt
-        log.warning("signal %d: flushing to the lake and stopping", signum)
-        runner.stop()
-
-    previous = {sig: signal.getsignal(sig) for sig in signals}
-    for sig in signals:
-        signal.signal(sig, handler)
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+    return stop_on(runner, "flushing to the lake and stopping")
