@@ -44,3 +44,13 @@ class SourceError(TsloomError):
 
 class PrepError(TsloomError):
     """A series that a preprocessing step cannot work on (too short, constant, all missing)."""
+
+
+def validation_problems(exc: Exception, root: str) -> str:
+    """A pydantic ValidationError as one line, field by field (``layers.1.units: …``);
+    `root` names an error about the whole object."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or root}: "
+        f"{err['msg'].removeprefix('Value error, ')}"
+        for err in exc.errors()  # type: ignore[attr-defined]
+    )

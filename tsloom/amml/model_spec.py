@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from tsloom.errors import TsloomError
+from tsloom.errors import TsloomError, validation_problems
 
 _NAME = r"^[a-z][a-z0-9_.-]{0,63}$"
 _VERSION = r"^[0-9A-Za-z][0-9A-Za-z._-]{0,31}$"
@@ -135,11 +135,7 @@ def parse_model_spec(text: str, *, where: str = "model spec") -> ModelSpec:
     try:
         return ModelSpec.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'spec'}: "
-            f"{err['msg'].removeprefix('Value error, ')}"
-            for err in exc.errors()
-        )
+        problems = validation_problems(exc, "spec")
         raise TsloomError(
             f"{where} is not a valid model spec: {problems}",
             hint="layers are input, lstm, dense and dropout; see tsloom/amml/model_spec.py",

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from tsloom.errors import TsloomError
+from tsloom.errors import TsloomError, validation_problems
 from tsloom.timeutil import parse_duration
 
 Method = Literal[
@@ -136,11 +136,7 @@ class LearningParams(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or 'params'}: "
-                f"{err['msg'].removeprefix('Value error, ')}"
-                for err in exc.errors()
-            )
+            problems = validation_problems(exc, "params")
             raise TsloomError(
                 f"invalid learning parameters: {problems}",
                 hint="see `tsloom train --help` for every parameter and its range",

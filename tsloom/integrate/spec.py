@@ -32,7 +32,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tsloom.errors import TsloomError
+from tsloom.errors import TsloomError, validation_problems
 from tsloom.names import validate_dataset_name
 from tsloom.timeutil import parse_duration, to_utc
 
@@ -276,11 +276,7 @@ class IntegrationSpec(BaseModel):
         try:
             return cls.model_validate(dict(data))
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or 'spec'}: "
-                f"{err['msg'].removeprefix('Value error, ')}"
-                for err in exc.errors()
-            )
+            problems = validation_problems(exc, "spec")
             raise IntegrationSpecError(
                 f"invalid integration spec: {problems}",
                 hint="fields: sources, freq, start, end, downsample, upsample, gaps, trim_edges",

@@ -52,7 +52,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tsloom.config import Settings, load_settings
-from tsloom.errors import ConfigError, SourceError
+from tsloom.errors import ConfigError, SourceError, validation_problems
 
 log = logging.getLogger(__name__)
 
@@ -190,10 +190,7 @@ class MqttMapping(BaseModel):
         try:
             return cls.model_validate(dict(data))
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or 'mapping'}: {err['msg']}"
-                for err in exc.errors()
-            )
+            problems = validation_problems(exc, "mapping")
             raise ConfigError(
                 f"{where}: invalid MQTT mapping: {problems}", hint=_MAPPING_HINT
             ) from exc

@@ -38,7 +38,7 @@ from urllib.parse import urlparse
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tsloom.errors import ConfigError, TsloomError
+from tsloom.errors import ConfigError, TsloomError, validation_problems
 from tsloom.sources.mqtt import MqttMapping
 from tsloom.timeutil import parse_duration
 
@@ -358,11 +358,7 @@ class StreamConfig(BaseModel):
         try:
             return cls.model_validate(dict(data))
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or 'config'}: "
-                f"{err['msg'].removeprefix('Value error, ')}"
-                for err in exc.errors()
-            )
+            problems = validation_problems(exc, "config")
             raise StreamConfigError(f"{where}: {problems}", hint=_HINT) from exc
         except TsloomError as exc:  # e.g. a mapping file that cannot be read
             raise StreamConfigError(f"{where}: {exc.message}", hint=exc.hint or _HINT) from exc
