@@ -2,47 +2,26 @@
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
 import polars as pl
 import pytest
-from rich.console import Console
+from amml_ett import PREDICT, TRAIN, ingest_ett, quiet_console
 
 from tsloom.amml.errors import AmmlError
 from tsloom.amml.runtime import run_program
-from tsloom.amml.spec_store import add_model_spec
 from tsloom.ingest.writer import ingest_frame
 from tsloom.lake import read_dataset
-
-SPEC = """
-name: ett
-version: "0.1"
-layers:
-  - {type: input, features: 1, steps: 24}
-  - {type: lstm, units: 8}
-  - {type: dense, units: 6}
-training: {loss: mse, optimizer: adam, learning_rate: 0.01, epochs: 20, batch_size: 64}
-"""
-TRAIN = 'source id="ett" | minmax_scaler | train_lstm model="ett:0.1", epoch=2 | print'
-PREDICT = 'source id="ett" | minmax_scaler | lstm model="ett:0.1" | minmax_inverse | print'
 
 
 @pytest.fixture
 def ett(tsloom_home, ett_dir: Path) -> pl.DataFrame:
-    df = pl.read_csv(ett_dir / "ETTh1.csv").filter(pl.col("date") < "2016-09-01")
-    ingest_frame(df, "power.ett", ts="date", settings=tsloom_home)
-    add_model_spec(SPEC, settings=tsloom_home)
-    return df
-
-
-def _console() -> Console:
-    return Console(file=io.StringIO(), width=120, color_system=None)
+    return ingest_ett(tsloom_home, ett_dir, "2016-09-01")
 
 
 def test_train_then_predict(tsloom_home, ett: pl.DataFrame) -> None:
-    console = _console()
+    console = quiet_console()
     trained = run_program(TRAIN, settings=tsloom_home, console=console)
     (losses,) = trained.results
     assert losses["epoch"].to_list() == [1, 2]
