@@ -12,65 +12,31 @@ import sys
 import threading
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
-import torch
 import yaml
+from stream_plant import F1, F2, T0, H, ingest_plant, level, train_plant
 from typer.testing import CliRunner
 
 import tsloom.registry as reg
 from tsloom.config import Settings
-from tsloom.forecast.job import train_on_integration
-from tsloom.ingest import ingest_frame
 from tsloom.lake import read_dataset
 from tsloom.stream import StreamConfigError, StreamRunner
 
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
-H = timedelta(hours=1)
-F1 = "plant.sensors.temp[sensor_id=1]"
-F2 = "plant.sensors.temp[sensor_id=2]"
 TRAIN_HOURS = 240
 STREAM_HOURS = 16  # streamed after the training data
 IN_STEPS = 6
 
 
-def level(sensor: int, hour: int) -> float:
-    return 20.0 + 5.0 * np.sin(2 * np.pi * hour / 24) + 2.0 * sensor + 0.1 * (hour % 5)
-
-
 @pytest.fixture
 def trained(tsloom_home: Settings) -> str:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    rows = [
-        {"ts": T0 + h * H, "sensor_id": s, "temp": level(s, h)}
-        for h in range(TRAIN_HOURS)
-        for s in (1, 2)
-    ]
-    ingest_frame(
-        pl.DataFrame(rows), "plant.sensors", ts="ts", keys=["sensor_id"], settings=tsloom_home
-    )
-    run = train_on_integration(
-        {"sources": ["plant.sensors"], "freq": "1h"},
-        {
-            "target": F1,
-            "features": [F1, F2],
-            "method": "vanilla",
-            "hidden_size": 8,
-            "layers": 1,
-            "epochs": 1,
-            "input_width": f"{IN_STEPS}h",
-            "output_width": "3h",
-        },
-        settings=tsloom_home,
-    )
-    ref = reg.register(run, settings=tsloom_home)
+    ingest_plant(tsloom_home, TRAIN_HOURS)
+    ref = train_plant(tsloom_home, [F1, F2], hidden=8, in_steps=IN_STEPS, out_steps=3)
     reg.promote(ref, "production", settings=tsloom_home)
-    torch.set_num_threads(threads)
     return ref
 
 

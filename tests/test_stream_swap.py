@@ -5,73 +5,37 @@ that cannot be swapped in leaves the old one running; the refresh interval is va
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import numpy as np
 import polars as pl
 import pytest
-import torch
+from stream_plant import F1, F2, T0, H, ingest_plant, level, train_plant
 
 import tsloom.registry as reg
 from tsloom.config import Settings
-from tsloom.forecast.job import train_on_integration
-from tsloom.ingest import ingest_frame
 from tsloom.stream import StreamConfig, StreamConfigError, StreamRunner
 from tsloom.stream.engine import Forecast
 
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
-H = timedelta(hours=1)
-F1 = "plant.sensors.temp[sensor_id=1]"
-F2 = "plant.sensors.temp[sensor_id=2]"
 TRAIN_HOURS = 120
 STREAM_HOURS = 16
 IN_STEPS = 4
 SWAP_AT = 8  # hours streamed before the promotion
 
 
-def level(sensor: int, hour: int) -> float:
-    return 20.0 + 5.0 * np.sin(2 * np.pi * hour / 24) + 2.0 * sensor + 0.1 * (hour % 5)
-
-
 def _train(settings: Settings, features: list[str], hidden: int) -> str:
-    run = train_on_integration(
-        {"sources": ["plant.sensors"], "freq": "1h"},
-        {
-            "target": F1,
-            "features": features,
-            "method": "vanilla",
-            "hidden_size": hidden,
-            "layers": 1,
-            "epochs": 1,
-            "input_width": f"{IN_STEPS}h",
-            "output_width": "2h",
-        },
-        settings=settings,
-    )
-    return reg.register(run, settings=settings)
+    return train_plant(settings, features, hidden=hidden, in_steps=IN_STEPS, out_steps=2)
 
 
 @pytest.fixture
 def models(tsloom_home: Settings) -> dict[str, str]:
     """A (production), B (same features), C (other features), all of one target."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    rows = [
-        {"ts": T0 + h * H, "sensor_id": s, "temp": level(s, h)}
-        for h in range(TRAIN_HOURS)
-        for s in (1, 2)
-    ]
-    ingest_frame(
-        pl.DataFrame(rows), "plant.sensors", ts="ts", keys=["sensor_id"], settings=tsloom_home
-    )
-    try:
-        out = {
-            "A": _train(tsloom_home, [F1, F2], 8),
-            "B": _train(tsloom_home, [F1, F2], 12),
-            "C": _train(tsloom_home, [F1], 6),
-        }
-    finally:
-        torch.set_num_threads(threads)
+    ingest_plant(tsloom_home, TRAIN_HOURS)
+    out = {
+        "A": _train(tsloom_home, [F1, F2], 8),
+        "B": _train(tsloom_home, [F1, F2], 12),
+        "C": _train(tsloom_home, [F1], 6),
+    }
     assert len(set(out.values())) == 3
     reg.promote(out["A"], "production", settings=tsloom_home)
     return out
