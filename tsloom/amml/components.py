@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Iterable
 
 import polars as pl
@@ -80,8 +81,9 @@ class _Scaler(Component):
         self.ctx.scalers[self.key()] = state
         return [self._apply(b) for b in held]
 
+    @abstractmethod
     def fit(self, frame: pl.DataFrame, cols: list[str]) -> dict[str, tuple[float, float]]:
-        raise NotImplementedError  # pragma: no cover - subclasses implement it
+        """The scaler's state per column, fitted on `frame`."""
 
     def _apply(self, batch: pl.DataFrame) -> pl.DataFrame:
         assert self._state is not None
@@ -89,9 +91,9 @@ class _Scaler(Component):
             ((pl.col(c).cast(pl.Float64) - a) / b).alias(c) for c, (a, b) in self._scale()
         )
 
+    @abstractmethod
     def _scale(self) -> list[tuple[str, tuple[float, float]]]:
         """Per column (offset, divisor)."""
-        raise NotImplementedError  # pragma: no cover
 
 
 class MinMaxScaler(_Scaler):

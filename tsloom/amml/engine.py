@@ -83,12 +83,19 @@ class Stats:
     seconds: float = 0.0  # busy in open/batches/process/finish/close
 
 
-class Inbox(Protocol):
+class Outbox(Protocol):
+    """Where a producer puts ``(port, frame)`` items (a consumer's inbox)."""
+
     def put(self, item: Any, timeout: float | None = None) -> None: ...
+
+
+class Inbox(Protocol):
+    """What a worker reads its ``(port, frame)`` items from."""
+
     def get(self, timeout: float | None = None) -> Any: ...
 
 
-def put(box: Inbox, item: Any, abort: threading.Event | Any) -> None:
+def put(box: Outbox, item: Any, abort: threading.Event | Any) -> None:
     """Put with back-pressure, giving up when the run is aborted."""
     while True:
         try:
@@ -155,7 +162,7 @@ class Worker:
             if not self.abort.is_set():
                 self._emit(self._timed(lambda: list(comp.finish())))
         except Aborted:
-            pass
+            pass  # another worker failed or the run was stopped hard: only close() is due
         except BaseException as exc:
             self.on_error(as_amml_error(comp, exc))
         finally:

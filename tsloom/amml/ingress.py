@@ -473,7 +473,7 @@ class Mqtt(_Ingress):
                         first_at = time.monotonic()
                     rows.extend(readings.rows(payload, topic))
                 except queue.Empty:
-                    pass
+                    pass  # nothing new: the batch may still be due by its age
                 if rows and (len(rows) >= size or time.monotonic() >= first_at + wait):
                     yield MqttReadings.frame(rows)
                     rows = []

@@ -65,15 +65,14 @@ class _ConsoleProxy:
 
 
 class _DecodingInbox:
+    """A child's own inbox: what the parent's queue holds, Arrow IPC decoded to frames."""
+
     def __init__(self, q: Any) -> None:
         self.q = q
 
     def get(self, timeout: float | None = None) -> Any:
         port, data = self.q.get(timeout=timeout)
         return port, None if data is None else decode(data)
-
-    def put(self, item: Any, timeout: float | None = None) -> None:  # pragma: no cover
-        raise NotImplementedError
 
 
 @dataclass

@@ -29,12 +29,8 @@ _LOOPBACK = ("127.", "localhost", "::1", "[::1]")
 
 def _secret(home: Path) -> bytes:
     path = Path(home) / "ui-secret"
-    try:
-        data = path.read_bytes()
-        if len(data) >= 32:
-            return data
-    except FileNotFoundError:
-        pass
+    if path.is_file() and len(data := path.read_bytes()) >= 32:
+        return data
     path.parent.mkdir(parents=True, exist_ok=True)
     data = secrets.token_bytes(32)
     tmp = path.with_name(f".ui-secret.{os.getpid()}.tmp")
