@@ -15,6 +15,7 @@ from tsloom.amml.flow_store import (
     flow_runs,
     flow_versions,
     get_flow,
+    last_runs,
     list_flows,
     run_saved_flow,
     save_flow,
@@ -93,6 +94,8 @@ def test_runs_are_recorded_with_status_output_and_errors(plant) -> None:
     assert "50 rows" in ok.output and "50 rows" in out.getvalue()
     assert failed.status == "failed" and "plant.nothing" in failed.error
     assert [r.id for r in flow_runs(settings=plant)] == [failed.id, ok.id]
+    latest = last_runs(settings=plant)
+    assert {n: r.id for n, r in latest.items()} == {"scale": ok.id, "missing": failed.id}
 
 
 def test_cli_save_list_show_run(plant, tmp_path) -> None:

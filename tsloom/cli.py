@@ -708,16 +708,17 @@ def flow_list() -> None:
     """Saved workflows (newest version of each)."""
     from rich.table import Table
 
-    from tsloom.amml.flow_store import flow_runs, list_flows
+    from tsloom.amml.flow_store import last_runs, list_flows
 
     flows = list_flows()
     if not flows:
         console.print("no saved workflows yet — `tsloom flow save NAME FILE.amml`")
         return
     table = Table("name", "version", "saved", "last run", "description")
+    latest = last_runs()
     for f in flows:
-        runs = flow_runs(f.name, limit=1)
-        last = f"{runs[0].status} {runs[0].started_at:%Y-%m-%d %H:%M}" if runs else "never"
+        run = latest.get(f.name)
+        last = f"{run.status} {run.started_at:%Y-%m-%d %H:%M}" if run else "never"
         table.add_row(
             escape(f.name),
             str(f.version),

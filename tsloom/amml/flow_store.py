@@ -214,6 +214,20 @@ def flow_runs(
         return [_run_info(r) for r in s.scalars(query)]
 
 
+def last_runs(*, settings: Settings | None = None) -> dict[str, FlowRunInfo]:
+    """The newest run of every saved workflow that ran, by name (one query)."""
+    settings = settings or load_settings()
+    with session_scope(settings.db_url) as s:
+        _fail_orphans(s)
+        newest = (
+            sa.select(sa.func.max(FlowRun.id))
+            .where(FlowRun.flow_name.is_not(None))
+            .group_by(FlowRun.flow_name)
+        )
+        rows = s.scalars(sa.select(FlowRun).where(FlowRun.id.in_(newest)))
+        return {r.flow_name: _run_info(r) for r in rows}  # type: ignore[misc]
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
