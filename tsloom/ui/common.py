@@ -84,6 +84,12 @@ class Ui:
         context["htmx"] = is_htmx(request)
         return self.templates.TemplateResponse(request, template, context, status_code=status_code)
 
+    def not_found(self, request: Request, exc: BaseException, *, active: str) -> HTMLResponse:
+        """404: what the page names does not exist (the error says what and how to fix)."""
+        return self.render(
+            request, "notfound.html", status_code=404, active=active, message=error_text(exc)
+        )
+
     def refuse(self, request: Request, action: str, *, retarget: str | None = None) -> HTMLResponse:
         """401: a write action without a valid key (a partial for htmx, else a page);
         `retarget` swaps the partial into that element instead of the request's target."""

@@ -84,9 +84,7 @@ def routes(router: APIRouter, ui: Ui) -> None:
         try:
             job = await ui.call(lambda: get_job(job_id, settings=ui.settings))
         except UnknownJobError as exc:
-            return ui.render(
-                request, "notfound.html", status_code=404, active="jobs", message=exc.message
-            )
+            return ui.not_found(request, exc, active="jobs")
         return ui.render(request, "job.html", active="jobs", job=job, chart=rmse_chart(job))
 
     @router.get("/jobs/{job_id}/progress", response_class=HTMLResponse)

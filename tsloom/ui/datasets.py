@@ -204,13 +204,7 @@ def routes(router: APIRouter, ui: Ui) -> None:
         try:
             context = await ui.call(work)
         except TsloomError as exc:
-            return ui.render(
-                request,
-                "notfound.html",
-                status_code=404,
-                active="datasets",
-                message=error_text(exc),
-            )
+            return ui.not_found(request, exc, active="datasets")
         return ui.render(request, "dataset.html", active="datasets", **context)
 
     @router.get("/reports/{dataset}/{filename}")

@@ -113,13 +113,7 @@ def routes(router: APIRouter, ui: Ui) -> None:
         try:
             context = await ui.call(work)
         except TsloomError as exc:
-            return ui.render(
-                request,
-                "notfound.html",
-                status_code=404,
-                active="workflows",
-                message=error_text(exc),
-            )
+            return ui.not_found(request, exc, active="workflows")
         return ui.render(request, "workflow.html", active="workflows", **context)
 
     @router.post("/workflows/{name}/run", response_class=HTMLResponse)
