@@ -6,6 +6,7 @@ preload/readiness and Prometheus metrics."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -543,9 +544,12 @@ def test_lone_requests_run_on_the_loop_and_equal_pool_results(world: World) -> N
 
 
 def test_response_timestamps_are_isoformat() -> None:
+    """The answer's timestamps read exactly as ``datetime.isoformat`` writes them (UTC,
+    sub-second, other offsets), and a window without one gives nulls."""
     from datetime import UTC, datetime, timedelta, timezone
+    from types import SimpleNamespace
 
-    from tsloom.serve.app import _stamps
+    from tsloom.serve.answer import prediction_body
 
     for last, freq in (
         (datetime(2016, 9, 1, 23, tzinfo=UTC), timedelta(hours=1)),
@@ -554,9 +558,19 @@ def test_response_timestamps_are_isoformat() -> None:
         (datetime(2016, 9, 1, tzinfo=timezone(timedelta(hours=2))), timedelta(days=1)),
         (datetime(2016, 9, 1, tzinfo=UTC), timedelta(milliseconds=1500)),
     ):
-        steps = range(1, 30)
-        assert _stamps(last, freq, steps) == [(last + k * freq).isoformat() for k in steps]
-    assert _stamps(None, timedelta(hours=1), [1, 2]) == [None, None]
+        params = SimpleNamespace(output="step", output_steps=29, freq=freq, target="x.y.OT")
+        values = np.linspace(0, 1, 29)
+        values[3] = np.nan
+        body = json.loads(prediction_body("a/b/c/d", SimpleNamespace(params=params), values, last))
+        assert [p["ts"] for p in body["predictions"]] == [
+            (last + k * freq).isoformat() for k in range(1, 30)
+        ]
+        assert [p["step"] for p in body["predictions"]] == list(range(1, 30))
+        assert body["predictions"][3]["value"] is None
+        assert body["predictions"][4]["value"] == values[4]
+        assert body["ref"] == "a/b/c/d" and body["target"] == "x.y.OT"
+        nulls = json.loads(prediction_body("r", SimpleNamespace(params=params), values, None))
+        assert {p["ts"] for p in nulls["predictions"]} == {None}
 
 
 def test_fast_route_errors_come_from_the_app_handlers(world: World) -> None:

@@ -7,7 +7,6 @@ import io
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from operator import sub
 from typing import Any
 
 import numpy as np
@@ -59,7 +58,6 @@ def params_from_document(doc: dict[str, Any]) -> LearningParams:
 
 _NUMBER = frozenset((int, float))
 _NULLABLE = frozenset((int, float, type(None)))
-_STR = frozenset((str,))
 
 
 def _utc(value: datetime) -> datetime:
@@ -169,25 +167,35 @@ class RegisteredModel:
             return None
         source, others = plan
         try:
-            if not all(map(keys.__eq__, map(dict.keys, rows))):  # not dicts: TypeError
-                return None
-            flat = [r[c] for r in rows for c in source]
+            if others:  # rows must agree on every key, the unused ones included
+                if not all(map(keys.__eq__, map(dict.keys, rows))):  # not dicts: TypeError
+                    return None
+            elif set(map(len, rows)) != {len(keys)}:
+                return None  # with each row's features and ts read below: the same keys
+            flat = [r[c] for r in rows for c in source]  # a key missing: KeyError
             if not set(map(type, flat)) <= _NUMBER:
                 return None
             if others and not set(map(type, [r[c] for r in rows for c in others])) <= _NULLABLE:
                 return None
-            stamps = [r["ts"] for r in rows]
-            if set(map(type, stamps)) != _STR:
-                return None
-            ts = list(map(datetime.fromisoformat, stamps))
-            if set(map(sub, ts[1:], ts[:-1])) != {p.freq}:
+            ts = list(map(datetime.fromisoformat, [r["ts"] for r in rows]))  # not str: TypeError
+            first = ts[0]
+            if [first + step for step in self._grid()] != ts:  # naive vs aware: unequal
                 return None
             values = np.array(flat, dtype=np.float64).reshape(n, len(source))
-        except (ValueError, TypeError, OverflowError):
-            return None  # unparsable stamps, naive mixed with aware, huge integers
+        except (ValueError, TypeError, KeyError, OverflowError):
+            return None  # unparsable stamps, rows that are not objects, huge integers
         if np.isnan(values).any():
             return None
         return values, _utc(ts[-1])
+
+    def _grid(self) -> list[timedelta]:
+        """``k·freq`` for each row k of a window: the offsets a regular window's
+        timestamps have from its first (cached per model)."""
+        grid = self.__dict__.get("_grid_offsets")
+        if grid is None:
+            p = self.params
+            grid = self.__dict__["_grid_offsets"] = [k * p.freq for k in range(p.input_steps)]
+        return grid
 
     def _row_plan(self, keys: Any) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
         """For a set of row keys: which key feeds each feature (in feature order) and

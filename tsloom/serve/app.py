@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import difflib
 import gc
-import json
 import logging
-import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import numpy as np
@@ -33,10 +31,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tsloom.config import Settings, load_settings
 from tsloom.errors import ConfigError, InvalidNameError, TsloomError
+from tsloom.serve.answer import prediction_body
+from tsloom.serve.asgi_io import BodyTooLarge
 from tsloom.serve.auth import KeyCheck, is_open, is_write
 from tsloom.serve.batching import Batcher, Overloaded
 from tsloom.serve.cache import ModelCache, TTLCache
 from tsloom.serve.config import ServeConfig
+from tsloom.serve.fast_lane import PREDICT_ROUTE, PredictLane, ServeApp
 from tsloom.serve.metrics import Metrics
 from tsloom.serve.schemas import (
     ErrorBody,
@@ -316,52 +317,6 @@ def _error(status: int, kind: str, message: str, **extra: Any) -> JSONResponse:
 # ------------------------------------------------------------------ ASGI middleware
 
 
-class _TooLarge(Exception):
-    """A request body grew past the limit while streaming in."""
-
-
-PREDICT_ROUTE = "/v1/models/{ref:path}/predict"
-_PREDICT_HEAD, _PREDICT_TAIL = "/v1/models/", "/predict"
-
-
-def _media_type(headers: dict[str, str]) -> str:
-    return headers.get("content-type", "").split(";")[0].strip()
-
-
-async def _read_body(receive: Receive, limit: int) -> tuple[bytes | None, list[Message]]:
-    """The whole body (None if the client left first) and the messages it came in;
-    :class:`_TooLarge` past `limit` bytes."""
-    messages: list[Message] = []
-    size = 0
-    while True:
-        message = await receive()
-        messages.append(message)
-        if message["type"] != "http.request":
-            return None, messages
-        size += len(message.get("body", b""))
-        if size > limit:
-            raise _TooLarge
-        if not message.get("more_body", False):
-            break
-    if len(messages) == 1:
-        return messages[0].get("body", b""), messages
-    return b"".join(m.get("body", b"") for m in messages), messages
-
-
-def _replay(messages: list[Message], receive: Receive) -> Receive:
-    """A receive that gives `messages` again, then what `receive` gives."""
-    pending = list(messages)
-
-    async def again() -> Message:
-        return pending.pop(0) if pending else await receive()
-
-    return again
-
-
-async def _nothing() -> Message:
-    return {"type": "http.disconnect"}
-
-
 def _overloaded_response(exc: Overloaded) -> JSONResponse:
     response = _error(429, "overloaded", str(exc), hint="retry after a moment")
     response.headers["Retry-After"] = "1"
@@ -369,15 +324,14 @@ def _overloaded_response(exc: Overloaded) -> JSONResponse:
 
 
 class GuardMiddleware:
-    """Outermost layer: metrics for every request, then API keys (before anything else,
-    so an unauthenticated write is 401 whatever it names), then the body size limit."""
+    """Outermost layer of the FastAPI stack: metrics for every request, then API keys
+    (before anything else, so an unauthenticated write is 401 whatever it names), then the
+    body size limit. Only the prediction fast lane (:mod:`tsloom.serve.fast_lane`) sits in
+    front; it makes the same checks, and declines to here whenever one fails."""
 
-    def __init__(
-        self, app: ASGIApp, state: ServerState, handlers: dict[Any, Any] | None = None
-    ) -> None:
+    def __init__(self, app: ASGIApp, state: ServerState) -> None:
         self.app = app
         self.state = state
-        self.handlers = handlers if handlers is not None else {}  # the app's, by exception
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -387,7 +341,6 @@ class GuardMiddleware:
         started = time.perf_counter()
         method, path = scope["method"], scope["path"]
         status = {"code": 500, "sent": False}
-        label = None  # the route, when served here rather than by FastAPI's router
 
         async def send_tracked(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -418,23 +371,6 @@ class GuardMiddleware:
             if length is not None and length.isdigit() and int(length) > limit:
                 await self._too_large(scope, receive, send_tracked, limit)
                 return
-            if (
-                method == "POST"
-                and path.startswith(_PREDICT_HEAD)
-                and path.endswith(_PREDICT_TAIL)
-                and not scope.get("query_string")
-                and not scope.get("root_path")
-                and _media_type(headers) != ARROW_STREAM
-            ):
-                try:
-                    raw, messages = await _read_body(receive, limit)
-                except _TooLarge:
-                    await self._too_large(scope, receive, send_tracked, limit)
-                    return
-                if raw is not None and await self._predict_fast(scope, raw, send_tracked):
-                    label = PREDICT_ROUTE
-                    return
-                receive = _replay(messages, receive)  # FastAPI's route reads them again
             seen = 0
 
             async def receive_limited() -> Message:
@@ -443,62 +379,19 @@ class GuardMiddleware:
                 if message["type"] == "http.request":
                     seen += len(message.get("body", b""))
                     if seen > limit:
-                        raise _TooLarge
+                        raise BodyTooLarge
                 return message
 
             try:
                 await self.app(scope, receive_limited, send_tracked)
-            except _TooLarge:
+            except BodyTooLarge:
                 if status["sent"]:
                     raise
                 await self._too_large(scope, receive, send_tracked, limit)
         finally:
-            if label is None:
-                label = getattr(scope.get("route"), "path", None) or "unmatched"
+            label = getattr(scope.get("route"), "path", None) or "unmatched"
             state.metrics.requests.labels(method, label, str(status["code"])).inc()
             state.metrics.latency.labels(method, label).observe(time.perf_counter() - started)
-
-    async def _predict_fast(self, scope: Scope, raw: bytes, send: Send) -> bool:
-        """Serve the common prediction — a full ref to a resident model, JSON rows that
-        make a valid window — without FastAPI's routing, dependency solving and response
-        validation, which cost about as much as the rest of the request. False (nothing
-        sent) for anything else: the FastAPI route then does it, and says what is wrong."""
-        state = self.state
-        full = state.full_ref(scope["path"][len(_PREDICT_HEAD) : -len(_PREDICT_TAIL)])
-        if full is None:
-            return False
-        try:
-            state.batcher.check(full)
-        except Overloaded as exc:
-            await _overloaded_response(exc)(scope, _nothing, send)
-            return True
-        model = state.cache.peek(full)
-        window = getattr(model, "rows_window", None)
-        if window is None:  # not resident (the route loads it), or no fast path
-            return False
-        try:
-            body = PredictRequest.model_validate_json(raw or b"{}")
-        except ValidationError:
-            return False
-        found = window(body.rows) if not body.latest else None
-        if found is None:
-            return False
-        try:
-            out = await state.batcher.submit(full, model, found[0])
-            response = _json_response(full, model, np.asarray(out), found[1])
-        except Exception as exc:
-            response = await self._handle(scope, exc)
-        await response(scope, _nothing, send)
-        return True
-
-    async def _handle(self, scope: Scope, exc: Exception) -> Response:
-        """The app's response to `exc`, as its exception handlers give it; re-raised (a
-        500) when none applies, as the route's would be."""
-        for kind in type(exc).__mro__:
-            handler = self.handlers.get(kind)
-            if handler is not None:
-                return await handler(Request(scope), exc)
-        raise exc
 
     @staticmethod
     async def _too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
@@ -533,15 +426,16 @@ def create_app(settings: Settings | None = None, config: ServeConfig | None = No
             await state.batcher.close()
             state.executor.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(
+    app = ServeApp(
         title="tsloom",
         summary="Forecasts from the tsloom model registry",
         version="1",
         lifespan=lifespan,
     )
     app.state.tsloom = state
-    app.add_middleware(GuardMiddleware, state=state, handlers=app.exception_handlers)
+    app.add_middleware(GuardMiddleware, state=state)
     _handlers(app, state)
+    app.predict_lane = PredictLane(state, app.exception_handlers, _overloaded_response)
     _routes(app, state)
     from tsloom.ui import mount_ui
 
@@ -791,50 +685,8 @@ async def _must_exist(state: ServerState, ref: str) -> None:
         raise await run_in_threadpool(state.not_found, ref)
 
 
-def _stamps(last: datetime | None, freq: timedelta, steps: Sequence[int]) -> list[str | None]:
-    """ISO 8601 texts of ``last + k·freq`` for each step k (``datetime.isoformat``'s)."""
-    if last is None:
-        return [None] * len(steps)
-    seconds = freq.total_seconds()
-    if (
-        len(steps) > 1
-        and last.microsecond == 0
-        and seconds == int(seconds)
-        and last.utcoffset() == timedelta(0)
-        and 1970 <= last.year < 9000
-    ):  # whole seconds in UTC: numpy formats them all at once, as isoformat would
-        base = np.datetime64(last.replace(tzinfo=None), "s")
-        moments = base + np.asarray(steps) * np.timedelta64(int(seconds), "s")
-        return [t + "+00:00" for t in np.datetime_as_string(moments).tolist()]
-    return [(last + k * freq).isoformat() for k in steps]
-
-
 def _json_response(ref: str, model: Any, values: np.ndarray, last: datetime | None) -> Response:
-    """The answer :class:`PredictResponse` describes, serialised directly (as FastAPI
-    would: NaN and infinities as null): validating and encoding a pydantic model per
-    request costs about as much as a small forward pass."""
-    from tsloom.integrate import format_duration
-
-    p = model.params
-    steps = range(1, p.output_steps + 1) if p.output == "step" else (p.output_steps,)
-    values = np.atleast_1d(np.asarray(values, dtype=np.float64))
-    if len(values) != len(steps):
-        raise ValueError(f"{len(values)} forecasts for {len(steps)} steps")
-    numbers = [repr(v) if math.isfinite(v) else "null" for v in values.tolist()]
-    stamps = [f'"{t}"' if t is not None else "null" for t in _stamps(last, p.freq, steps)]
-    items = ",".join(
-        [
-            f'{{"ts":{t},"step":{k},"value":{v}}}'
-            for t, k, v in zip(stamps, steps, numbers, strict=True)
-        ]
-    )
-    head = _dumps({"ref": ref, "target": p.target, "freq": format_duration(p.freq)})
-    return Response(
-        f'{head[:-1]},"predictions":[{items}]}}'.encode(), media_type="application/json"
-    )
-
-
-_dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+    return Response(prediction_body(ref, model, values, last), media_type="application/json")
 
 
 __all__ = ["ServerState", "create_app", "rows_to_frame", "serve"]
