@@ -5,7 +5,7 @@ and 100 LSTM models resident.
     .venv/bin/python benchmarks/serve_load.py [--quick] [--levels 1,10,100]
         [--requests 6000] [--rounds 4] [--concurrency 64] [--batch 32] [--wait-ms 2]
         [--inline-ms 2]
-        [--workers 1] [--runtime torch|onnx] [--systems tsloom,torchserve,plain]
+        [--workers 1] [--runtime onnx|torch] [--systems tsloom,tsloom-torch,torchserve,plain]
         [--no-torchserve] [--no-write] [--report-only]
 
 Everything runs on 127.0.0.1. The script
@@ -21,10 +21,12 @@ Everything runs on 127.0.0.1. The script
   (excluded) then a fixed number of timed requests; throughput = timed requests / wall
   time, latency per request at the client;
 - systems: **tsloom** (``tsloom serve``'s app under Uvicorn, every model preloaded, dynamic
-  batching per model), **TorchServe** 0.12 (own venv in benchmarks/.work/torchserve-venv;
-  a TorchScript export of each model plus benchmarks/torchserve/lstm_handler.py doing the
-  same scaling; TorchServe's own batching with the same batch size; one worker process
-  per model) and **plain FastAPI** (benchmarks/serve_apps.py: one forward per request).
+  batching per model, ONNX Runtime by default), **tsloom-torch** (the same with runtime
+  torch, to show what each part gives), **TorchServe** 0.12 (own venv in
+  benchmarks/.work/torchserve-venv; a TorchScript export of each model plus
+  benchmarks/torchserve/lstm_handler.py doing the same scaling; TorchServe's own
+  batching with the same batch size; one worker process per model) and **plain
+  FastAPI** (benchmarks/serve_apps.py: one forward per request).
 
 Client and servers share this machine's cores (2 here): the client's CPU time is taken
 from the server's. Results go to docs/benchmarks.md, section "Serving", and
@@ -164,6 +166,42 @@ def offline(ref: str, frame: Any) -> np.ndarray:
     return model.predict(frame).get_column(model.params.target).to_numpy()
 
 
+def forward_costs(ref: str) -> dict[str, list[float]]:
+    """Milliseconds of one forward pass of the benchmark's LSTM, of one window and of a
+    batch of 32, in PyTorch and in ONNX Runtime, one thread each (as every server runs):
+    what batching and the runtime can save, next to what a request costs in all."""
+    import torch
+
+    import tsloom.registry as reg
+    from tsloom.forecast.onnx_export import OnnxPredictor, export_onnx
+
+    torch.set_num_threads(1)
+    net = reg.load(ref).model.eval()
+    steps, feats = net.config["input_steps"], net.config["n_features"]
+    session = OnnxPredictor(export_onnx(net), threads=1)
+
+    def best_of(run: Any, x: np.ndarray) -> float:
+        times = []
+        for _ in range(5):
+            started = time.perf_counter()
+            for _ in range(100):
+                run(x)
+            times.append((time.perf_counter() - started) * 10)  # ms per call
+        return min(times)
+
+    def in_torch(x: np.ndarray) -> None:
+        with torch.inference_mode():
+            net(torch.from_numpy(x))
+
+    out: dict[str, list[float]] = {}
+    for name, run in (("torch", in_torch), ("onnx", session)):
+        out[name] = [
+            round(best_of(run, np.random.rand(n, steps, feats).astype(np.float32)), 3)
+            for n in (1, 32)
+        ]
+    return out
+
+
 # ------------------------------------------------------------------ processes
 
 
@@ -283,7 +321,7 @@ def uvicorn_cmd(factory: str, port: int) -> list[str]:
     ]
 
 
-def start_tsloom(refs: list[str], args: argparse.Namespace) -> tuple[Server, str]:
+def start_tsloom(refs: list[str], args: argparse.Namespace, runtime: str) -> tuple[Server, str]:
     port = free_port()
     env = _env(
         TSLOOM_SERVE_PRELOAD=",".join(refs),
@@ -292,9 +330,10 @@ def start_tsloom(refs: list[str], args: argparse.Namespace) -> tuple[Server, str
         TSLOOM_SERVE_MAX_WAIT_MS=str(args.wait_ms),
         TSLOOM_SERVE_WORKERS=str(args.workers),
         TSLOOM_SERVE_INLINE_MS=str(args.inline_ms),
-        TSLOOM_SERVE_RUNTIME=args.runtime,
+        TSLOOM_SERVE_RUNTIME=runtime,
     )
-    server = Server("tsloom", uvicorn_cmd("tsloom_app", port), env, ROOT)
+    name = "tsloom" if runtime == args.runtime else f"tsloom-{runtime}"
+    server = Server(name, uvicorn_cmd("tsloom_app", port), env, ROOT)
     base = f"http://127.0.0.1:{port}"
     server.wait_for(f"{base}/readyz", lambda b: json.loads(b).get("resident") == len(refs))
     return server, base
@@ -659,8 +698,9 @@ def run_level(
             if system == "torchserve" and (args.ts_problem or n > args.ts_max_models):
                 continue
             started = time.perf_counter()
-            if system == "tsloom":
-                server, base = start_tsloom(refs, args)
+            if system.startswith("tsloom"):
+                runtime = args.runtime if system == "tsloom" else system.split("-", 1)[1]
+                server, base = start_tsloom(refs, args, runtime)
                 urls = [f"{base}/v1/models/{ref}/predict" for ref in refs]
             elif system == "plain":
                 server, base = start_plain(refs)
@@ -681,13 +721,13 @@ def run_level(
         outcomes = drive(targets, bodies, args)
         for system, (_urls, server) in targets.items():
             outcomes[system].rss_mib = server.rss()
-        if "tsloom" in targets:
-            base = targets["tsloom"][0][0].split("/v1/", 1)[0]
-            outcomes["tsloom"].mean_batch = mean_batch(base)
-            notes["tsloom"] += f", mean batch {outcomes['tsloom'].mean_batch:.1f}"
+        for system in [s for s in targets if s.startswith("tsloom")]:
+            base = targets[system][0][0].split("/v1/", 1)[0]
+            outcomes[system].mean_batch = mean_batch(base)
+            notes[system] += f", mean batch {outcomes[system].mean_batch:.1f}"
     for o in outcomes.values():
         print(
-            f"{n:>3} models  {o.system:<10} {o.rps:8.0f} req/s  p50 {o.pct(50):7.1f} ms"
+            f"{n:>3} models  {o.system:<12} {o.rps:8.0f} req/s  p50 {o.pct(50):7.1f} ms"
             f"  p99 {o.pct(99):7.1f} ms  errors {o.errors}  RSS {o.rss_mib:,.0f} MiB  "
             f"server CPU {o.cpu_ms:.2f} ms/req  "
             f"client CPU {1000 * o.client_cpu_s / o.requests:.2f} ms/req  ({notes[o.system]})",
@@ -710,7 +750,7 @@ def main() -> None:
         "--inline-ms", type=float, default=2.0, help="tsloom inline_ms (0: all off the loop)"
     )
     parser.add_argument("--workers", type=int, default=1, help="tsloom inference threads")
-    parser.add_argument("--runtime", choices=("torch", "onnx"), default="torch")
+    parser.add_argument("--runtime", choices=("onnx", "torch"), default="onnx")
     parser.add_argument("--ts-delay-ms", type=int, default=5, help="TorchServe max_batch_delay")
     parser.add_argument(
         "--ts-max-models",
@@ -719,7 +759,9 @@ def main() -> None:
         help="largest level TorchServe runs at (one worker process per model)",
     )
     parser.add_argument(
-        "--systems", default="tsloom,torchserve,plain", help="which to run, comma separated"
+        "--systems",
+        default="tsloom,tsloom-torch,torchserve,plain",
+        help="which to run, comma separated (tsloom-torch: tsloom with runtime torch)",
     )
     parser.add_argument("--no-torchserve", action="store_true")
     parser.add_argument(
@@ -753,7 +795,10 @@ def main() -> None:
     args.requests = args.requests or (800 if args.quick else 6000)
     args.warmup = args.warmup or (200 if args.quick else 600)
     args.rounds = args.rounds or (2 if args.quick else 4)
-    args.systems = [x for x in ("tsloom", "torchserve", "plain") if x in args.systems.split(",")]
+    chosen = args.systems.split(",")
+    args.systems = [x for x in ("tsloom", "tsloom-torch", "torchserve", "plain") if x in chosen]
+    if args.runtime == "torch" and "tsloom-torch" in args.systems:
+        args.systems.remove("tsloom-torch")  # the same as tsloom
     if "torchserve" not in args.systems:
         args.no_torchserve = True
     levels = [int(x) for x in args.levels.split(",") if x.strip()]
@@ -775,6 +820,8 @@ def main() -> None:
     if args.ts_problem:
         print(f"TorchServe: {args.ts_problem}")
 
+    args.forward_ms = forward_costs(refs[0])
+    print("one forward pass, ms:", args.forward_ms)
     outcomes: list[Outcome] = []
     args.load_before = os.getloadavg()[0]
     for n in levels:
@@ -810,9 +857,22 @@ def main() -> None:
 
 # ------------------------------------------------------------------ the report
 
+
+def _forward_text(args: argparse.Namespace) -> str:
+    costs = getattr(args, "forward_ms", None)
+    if not costs:
+        return "one forward pass of one window ≈ 0.25 ms in PyTorch"
+    t, o = costs["torch"], costs["onnx"]
+    return (
+        f"one forward pass, measured in this run on one thread: PyTorch {t[0]:.2f} ms for "
+        f"one window and {t[1]:.2f} ms for 32, ONNX Runtime {o[0]:.2f} and {o[1]:.2f} ms"
+    )
+
+
 MARKER = "## Serving"
 NAMES = {
     "tsloom": "tsloom serve",
+    "tsloom-torch": "tsloom serve, runtime torch",
     "torchserve": "TorchServe 0.12",
     "plain": "plain FastAPI (one forward per request)",
 }
@@ -849,15 +909,16 @@ def report(outcomes: list[Outcome], args: argparse.Namespace) -> str:
         "models; each is a JSON body of 96 hourly readings (ts + OT) and each answer 24 "
         "inverse-scaled forecasts with timestamps — every system's answer was checked "
         "against the registry model's offline forecast before its row. Model: a vanilla LSTM "
-        "(hidden 64, 1 layer, subtract_last, 96 h in, 24 h out; one forward pass of one "
-        "window ≈ 0.25 ms, of 32 ≈ 1.2 ms) filed under 100 param ids with slightly different "
-        "weights. Every server process runs one intra-op thread (OMP_NUM_THREADS=1).",
+        f"(hidden 64, 1 layer, subtract_last, 96 h in, 24 h out; {_forward_text(args)}) "
+        "filed under 100 param ids with slightly different weights. Every server process "
+        "runs one intra-op thread (OMP_NUM_THREADS=1).",
         "",
         f"- tsloom: `tsloom serve`'s app (`create_app` + `ServeConfig.from_env`) under Uvicorn "
         f"without access log, every model preloaded, runtime {args.runtime}, max_batch_size "
         f"{args.batch}, max_wait_ms {args.wait_ms:g}, workers {args.workers}, inline_ms "
         f"{args.inline_ms:g} (batches expected to take ≤ that many ms run on the event loop; "
-        "the server's default, 0, keeps all inference off it).",
+        "the server's default, 0, keeps all inference off it). The row 'runtime torch' is "
+        "the same server running the LSTM in PyTorch, as the other two systems do.",
         f"- TorchServe 0.12: a TorchScript export per model and "
         "benchmarks/torchserve/lstm_handler.py (same parsing, scaling and answer), "
         f"TorchServe's batching with batch_size {args.batch} and max_batch_delay "
@@ -870,7 +931,7 @@ def report(outcomes: list[Outcome], args: argparse.Namespace) -> str:
     ]
     ts_runs = [o for o in outcomes if o.system == "torchserve" and o.rss_mib]
     for n in levels:
-        for system in ("tsloom", "torchserve", "plain"):
+        for system in ("tsloom", "tsloom-torch", "torchserve", "plain"):
             o = by.get((n, system))
             if o is None:
                 if system == "torchserve":
@@ -885,7 +946,9 @@ def report(outcomes: list[Outcome], args: argparse.Namespace) -> str:
                     lines.append(f"| {n} | {NAMES[system]} | — | — | — | — | {why} | — |")
                 continue
             name = NAMES[system]
-            if system == "tsloom" and o.mean_batch == o.mean_batch:
+            if system == "tsloom":
+                name += f", runtime {args.runtime}"
+            if system.startswith("tsloom") and o.mean_batch == o.mean_batch:
                 name += f" (mean batch {o.mean_batch:.1f})"
             lines.append(
                 f"| {n} | {name} | {o.rps:,.0f} | {o.pct(50):.1f} | {o.pct(99):.1f} "
@@ -942,25 +1005,28 @@ def report(outcomes: list[Outcome], args: argparse.Namespace) -> str:
             "cores (httpx, used before, cost about 1 ms per request — more than the "
             "servers — and held every system to about the same rate, whatever the "
             f"server did).{load} Each Python server is one process on one event loop; "
-            f"Uvicorn runs {http_stack()}. On top of the HTTP layer every system "
-            "decodes the 96-row JSON body, builds and checks the window and writes 24 "
-            "forecasts, and runs the LSTM (≈ 0.25 ms per window); batching shares only the "
-            "last. At one model a batch of about 32 makes the forward pass ≈ 0.04 ms per "
-            "request, so what separates the systems is mostly the request path; at 100 "
-            "models every batch holds one request and each pays the whole forward pass, so "
-            "the ratio falls towards the ratio of request paths. Server CPU per request in "
-            f"this run: tsloom {cpu_span('tsloom')}, plain FastAPI {cpu_span('plain')}, "
-            f"TorchServe {cpu_span('torchserve')} ms. What makes tsloom's path the "
-            "lighter one: the window is built straight from the JSON rows (no data frame; "
-            "anything unusual falls back to the frame path, which gives the errors), the "
-            "answer is serialised directly, the common prediction is served below "
-            f"FastAPI's router, with inline_ms {args.inline_ms:g} a batch whose forward pass "
-            "should take at most that long runs on the event loop instead of a thread (for "
-            "this model the hand-off and the GIL "
-            "contention cost more than they save), a lone request does not wait for company "
-            "that did not come last time, and the objects alive at start-up are frozen out "
-            "of the garbage collector's full passes (which took hundreds of milliseconds "
-            "with 100 models resident).",
+            f"Uvicorn runs {http_stack()}. Every system decodes the 96-row JSON body, "
+            "builds and checks the window, runs the LSTM and writes 24 forecasts; batching "
+            "shares only the forward pass. At one model tsloom's batches hold about 32 "
+            "requests, so the forward pass costs each request little and what separates the "
+            "systems is the request path; at 100 models every batch holds one request and "
+            "each pays a whole forward pass, so the ratio falls towards the ratio of request "
+            "path plus forward pass. Server CPU per request in this run: tsloom "
+            f"{cpu_span('tsloom')}, tsloom with runtime torch {cpu_span('tsloom-torch')}, "
+            f"plain FastAPI {cpu_span('plain')}, TorchServe {cpu_span('torchserve')} ms. "
+            "What makes tsloom's path the lighter one: the common prediction (JSON rows for "
+            "a resident model named by its full ref) is served by a fast lane in front of "
+            "FastAPI, as plain ASGI — orjson decoding, the window built and checked straight "
+            "from the rows (no data frame), the answer written directly — while everything "
+            "else (aliases, Arrow IPC, model loads, every error) goes through the FastAPI "
+            "app; runtime onnx runs the LSTM in ONNX Runtime; with inline_ms "
+            f"{args.inline_ms:g} a batch whose forward pass should take at most that long "
+            "runs on the event loop instead of a thread (for this model the hand-off and the "
+            "GIL contention cost more than they save: batches of one handed to a thread cost "
+            "about twice the CPU per request at 100 models); a lone request does not wait "
+            "for company that did not come last time; and the objects alive at start-up are "
+            "frozen out of the garbage collector's full passes (which took hundreds of "
+            "milliseconds with 100 models resident).",
         ]
     if args.ts_problem:
         lines += ["", f"TorchServe: {args.ts_problem}"]

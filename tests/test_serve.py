@@ -573,6 +573,71 @@ def test_response_timestamps_are_isoformat() -> None:
         assert {p["ts"] for p in nulls["predictions"]} == {None}
 
 
+def test_fast_lane_answers_as_the_route_and_declines_the_rest(world: World) -> None:
+    """The fast lane in front of FastAPI gives the same answer as the FastAPI route for the
+    same request, counts what it serves in /metrics under the predict route, and leaves to
+    the app everything it does not serve: a model not yet loaded, ``latest``, extra keys,
+    rows that need the frame path (whose 422 says what is wrong), a missing or wrong key
+    when reads need one, and bodies over the limit (413, announced or streamed)."""
+    app = create_app(world.settings, ServeConfig(api_key_hashes=(hash_key(KEY),)))
+    lane = app.predict_lane
+    url = f"/v1/models/{world.a}/predict"
+    ok = 0
+    with TestClient(app) as c:
+        r = c.post(url, json={"rows": ot_rows(world)})  # not resident yet: the route loads
+        assert r.status_code == 200 and lane.served == 0
+        answers = [c.post(url, json={"rows": ot_rows(world, 24, k)}) for k in range(3)]
+        assert [a.status_code for a in answers] == [200] * 3 and lane.served == 3
+        assert answers[0].headers["content-type"] == "application/json"
+        assert answers[0].json() != answers[1].json()
+        app.predict_lane = None  # the same requests through FastAPI's route only
+        try:
+            for k, answer in enumerate(answers):
+                assert c.post(url, json={"rows": ot_rows(world, 24, k)}).json() == answer.json()
+        finally:
+            app.predict_lane = lane
+        ok += 1 + 3 + 3
+        declined = [
+            ({"latest": True}, 200),
+            ({"rows": ot_rows(world), "extra": 1}, 422),
+            ({"rows": ot_rows(world)[:10]}, 422),
+            ({"rows": [{**r, "OT": "hot"} for r in ot_rows(world)]}, 422),
+        ]
+        for body, status in declined:
+            r = c.post(url, json=body)
+            assert r.status_code == status, (body, r.text)
+            ok += status == 200
+        assert "OT must be a number" in r.json()["message"]
+        assert lane.served == 3
+        assert c.post(url, json={"rows": ot_rows(world)}).status_code == 200 and lane.served == 4
+        ok += 1
+        text = c.get("/metrics").text
+        assert f'route="/v1/models/{{ref:path}}/predict",status="200"}} {ok}.0' in text
+
+    keyed = ServeConfig(api_key_hashes=(hash_key(KEY),), read_requires_key=True, preload=(world.a,))
+    app = create_app(world.settings, keyed)
+    with TestClient(app) as c:
+        body = {"rows": ot_rows(world)}
+        assert c.post(url, json=body).status_code == 401
+        assert c.post(url, json=body, headers={"Authorization": "Bearer nope"}).status_code == 401
+        assert app.predict_lane.served == 0
+        right = {"Authorization": f"Bearer {KEY}"}
+        assert c.post(url, json=body, headers=right).status_code == 200
+        assert app.predict_lane.served == 1
+
+    app = create_app(world.settings, ServeConfig(max_body_bytes=2000, preload=(world.a,)))
+    with TestClient(app) as c:
+        assert c.post(url, json={"rows": ot_rows(world)}).status_code == 413
+
+        def chunks():  # no content-length: the lane reads past the limit and declines
+            for _ in range(10):
+                yield b" " * 500
+
+        r = c.post(url, content=chunks())
+        assert r.status_code == 413 and r.json()["error"] == "payload_too_large"
+        assert app.predict_lane.served == 0
+
+
 def test_fast_route_errors_come_from_the_app_handlers(world: World) -> None:
     """A failure while predicting on the fast route gets the response the route's own
     exception handlers give (here a model error → 422 bad_window; anything else → 500)."""

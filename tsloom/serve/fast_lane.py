@@ -43,6 +43,7 @@ class PredictLane:
         self.state = state
         self.handlers = handlers  # the app's exception handlers, by exception class
         self.overloaded = overloaded  # Overloaded → the app's 429 response
+        self.served = 0  # predictions answered here (for tests and stats)
         metrics = state.metrics
         self._ok = metrics.requests.labels("POST", PREDICT_ROUTE, "200")
         self._latency = metrics.latency.labels("POST", PREDICT_ROUTE)
@@ -117,6 +118,7 @@ class PredictLane:
             }
         )
         await send({"type": "http.response.body", "body": answer})
+        self.served += 1
         self._ok.inc()
         self._latency.observe(time.perf_counter() - started)
         return None
