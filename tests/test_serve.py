@@ -543,6 +543,50 @@ def test_lone_requests_run_on_the_loop_and_equal_pool_results(world: World) -> N
         np.testing.assert_allclose(a[i], model.predict_values(w), rtol=1e-6, atol=1e-6)
 
 
+def test_batches_waiting_for_the_pool_go_as_one_job(world: World) -> None:
+    """While the inference pool is busy, batches of other models that become ready wait
+    and then go to the pool together as one job (one hand-off, one wake-up of the loop),
+    and each still gets exactly its own model's answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tsloom.serve.batching import Batcher
+
+    model = reg.load(world.a, settings=world.settings)
+    feats = list(model.params.features)
+    windows = [world.window.slice(i, 24).select(feats).to_numpy() for i in range(5)]
+    gate = threading.Event()
+    jobs: list[int] = []
+
+    class CountingPool(ThreadPoolExecutor):
+        def submit(self, fn, /, *args, **kwargs):
+            jobs.append(len(args[0]))  # batches in the job
+            return super().submit(fn, *args, **kwargs)
+
+    def gated(m, ws):
+        gate.wait(10)
+        return predict_batch(m, ws)
+
+    async def main() -> list:
+        with CountingPool(1) as pool:
+            batcher = Batcher(pool, max_batch=8, max_wait=0.001, run=gated, parallel=1)
+            first = asyncio.ensure_future(batcher.submit("m0", model, windows[0]))
+            await asyncio.sleep(0.05)  # m0's batch is running on the pool, held at the gate
+            rest = [
+                asyncio.ensure_future(batcher.submit(f"m{i}", model, windows[i]))
+                for i in range(1, 5)
+            ]
+            await asyncio.sleep(0.05)  # their batches are ready, waiting for the pool
+            gate.set()
+            out = await asyncio.gather(first, *rest)
+            await batcher.close()
+        return out
+
+    out = asyncio.run(main())
+    assert jobs == [1, 4]
+    for window, got in zip(windows, out, strict=True):
+        np.testing.assert_array_equal(got, predict_batch(model, [window])[0])
+
+
 def test_response_timestamps_are_isoformat() -> None:
     """The answer's timestamps read exactly as ``datetime.isoformat`` writes them (UTC,
     sub-second, other offsets), and a window without one gives nulls."""

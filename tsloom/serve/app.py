@@ -83,6 +83,7 @@ class ServerState:
             max_queue=config.max_queue,
             max_queue_total=config.max_queue_total,
             inline_s=config.inline_ms / 1000.0,
+            parallel=config.workers,
             metrics=self.metrics,
         )
         self.ready = False
