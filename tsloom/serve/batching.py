@@ -109,8 +109,8 @@ class Batcher:
     Batches bound for the pool go there as jobs, at most `parallel` at once (the pool's
     threads); batches that become ready meanwhile wait and leave together as one job when
     one finishes, and finished jobs come back to the loop with one wake-up for however many
-    finished meanwhile — with requests spread over 100 models this halved the CPU the
-    hand-offs cost per request."""
+    finished meanwhile — with requests spread over 100 models (batches of one, all inference
+    on the pool) this took the server's CPU per request from about 0.8 to 0.55 ms."""
 
     def __init__(
         self,
