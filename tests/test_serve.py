@@ -682,6 +682,54 @@ def test_fast_lane_answers_as_the_route_and_declines_the_rest(world: World) -> N
         assert app.predict_lane.served == 0
 
 
+def test_tsloom_serve_command_answers_over_http_on_onnx_runtime(world: World) -> None:
+    """`tsloom serve --runtime onnx --preload REF` in its own process, over real HTTP
+    (Uvicorn): ready once the model is resident, answers the fast lane's prediction as the
+    registry model does offline, and refuses a runtime it does not know."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "TSLOOM_HOME": str(world.settings.home), "OMP_NUM_THREADS": "1"}
+    tsloom = [sys.executable, "-m", "tsloom.cli"]
+    bad = subprocess.run(
+        [*tsloom, "serve", "--runtime", "tensorflow"],
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=120,
+    )
+    assert bad.returncode != 0 and "'torch' or 'onnx'" in bad.stderr + bad.stdout
+    cmd = [*tsloom, "serve", "--port", str(port), "--runtime", "onnx", "--preload", world.a]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "tsloom serve was not ready in time"
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).json().get("resident") == 1:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        r = httpx.post(f"{base}/v1/models/{world.a}/predict", json={"rows": ot_rows(world)})
+        assert r.status_code == 200, r.text
+        got = [p["value"] for p in r.json()["predictions"]]
+        offline = reg.load(world.a, settings=world.settings).predict(world.window.slice(0, 24))
+        np.testing.assert_allclose(got, offline["power.etth1.OT"].to_numpy(), atol=1e-5)
+        metrics = httpx.get(f"{base}/metrics").text
+        assert 'route="/v1/models/{ref:path}/predict",status="200"} 1.0' in metrics
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 def test_fast_route_errors_come_from_the_app_handlers(world: World) -> None:
     """A failure while predicting on the fast route gets the response the route's own
     exception handlers give (here a model error → 422 bad_window; anything else → 500)."""

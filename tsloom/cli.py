@@ -592,6 +592,10 @@ def serve_cmd(
     api_key_hash: Annotated[
         list[str] | None, typer.Option(help="SHA-256 of an API key allowed to write")
     ] = None,
+    runtime: Annotated[
+        str | None,
+        typer.Option(help="torch, or onnx: ONNX Runtime on CPU (faster; needs the onnx extra)"),
+    ] = None,
 ) -> None:
     """REST predictions from the registry (settings also from TSLOOM_SERVE_* variables)."""
     from tsloom.serve.app import serve
@@ -604,6 +608,8 @@ def serve_cmd(
         overrides["cache_size"] = cache_size
     if api_key_hash:
         overrides["api_key_hashes"] = tuple(api_key_hash)
+    if runtime is not None:
+        overrides["runtime"] = runtime
     serve(host, port, config=ServeConfig.from_env(**overrides))
 
 
