@@ -28,6 +28,7 @@ from tsloom.integrate import IntegrationSpec, integrate, integration_id
 from tsloom.serve import ServeConfig, create_app, hash_key
 from tsloom.serve.batching import predict_batch
 from tsloom.serve.cache import ModelCache
+from tsloom.serve.metrics import Metrics
 
 SPEC = {"sources": ["power.etth1"], "freq": "1h", "start": "2016-07-01", "end": "2016-08-15"}
 BASE = {"target": "OT", "method": "dlinear", "epochs": 1, "input_width": "24h"}
@@ -566,24 +567,34 @@ def test_batches_waiting_for_the_pool_go_as_one_job(world: World) -> None:
         gate.wait(10)
         return predict_batch(m, ws)
 
+    metrics = Metrics()
+
+    def queued() -> float | None:
+        return metrics.registry.get_sample_value("tsloom_predictions_queued")
+
     async def main() -> list:
         with CountingPool(1) as pool:
-            batcher = Batcher(pool, max_batch=8, max_wait=0.001, run=gated, parallel=1)
+            batcher = Batcher(
+                pool, max_batch=8, max_wait=0.001, run=gated, parallel=1, metrics=metrics
+            )
             first = asyncio.ensure_future(batcher.submit("m0", model, windows[0]))
             await asyncio.sleep(0.05)  # m0's batch is running on the pool, held at the gate
+            again = asyncio.ensure_future(batcher.submit("m0", model, windows[0]))
             rest = [
                 asyncio.ensure_future(batcher.submit(f"m{i}", model, windows[i]))
                 for i in range(1, 5)
             ]
             await asyncio.sleep(0.05)  # their batches are ready, waiting for the pool
+            assert queued() == 1  # m0's second request waits for m0's running batch
             gate.set()
-            out = await asyncio.gather(first, *rest)
+            out = await asyncio.gather(first, *rest, again)
+            assert queued() == 0
             await batcher.close()
         return out
 
     out = asyncio.run(main())
-    assert jobs == [1, 4]
-    for window, got in zip(windows, out, strict=True):
+    assert jobs == [1, 4, 1]
+    for window, got in zip([*windows, windows[0]], out, strict=True):
         np.testing.assert_array_equal(got, predict_batch(model, [window])[0])
 
 

@@ -190,6 +190,8 @@ class OnnxPredictor:
             )
         if len(x) == 0:
             return np.zeros((0, self.output_dim or 0), np.float32)
+        if len(x) <= self.batch_size:
+            return self.session.run(None, {self.input_name: x})[0]
         outs = [
             self.session.run(None, {self.input_name: x[i : i + self.batch_size]})[0]
             for i in range(0, len(x), self.batch_size)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -35,17 +36,23 @@ class FittedScaler:
             return np.log1p(x)
         return x
 
+    @cached_property
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """center and scale as arrays, made once (a server scales every request)."""
+        return np.asarray(self.center, dtype=np.float64), np.asarray(self.scale, dtype=np.float64)
+
     def transform(self, x: np.ndarray) -> np.ndarray:
         """(rows, features) in the original units → scaled."""
         x = np.asarray(x, dtype=np.float64)
         _check_domain(self.kind, x, self.features)
-        return (self._forward(x) - np.asarray(self.center)) / np.asarray(self.scale)
+        center, scale = self._arrays
+        return (self._forward(x) - center) / scale
 
     def inverse(self, y: np.ndarray, feature: str | int | None = None) -> np.ndarray:
         """Scaled values back to original units, for all features or one (by name/index)."""
         y = np.asarray(y, dtype=np.float64)
         if feature is None:
-            center, scale = np.asarray(self.center), np.asarray(self.scale)
+            center, scale = self._arrays
         else:
             i = self.features.index(feature) if isinstance(feature, str) else feature
             center, scale = self.center[i], self.scale[i]

@@ -44,10 +44,6 @@ def predict_batch(model: Any, windows: Sequence[np.ndarray]) -> list[np.ndarray]
     one registered model in one forward pass; the same arithmetic as
     ``RegisteredModel.predict`` does for one window. A model loaded by a server with
     ``runtime="onnx"`` carries an ``onnx_predictor`` that replaces the torch forward pass."""
-    import torch
-
-    from tsloom.forecast.training import _summarise, predict_scaled
-
     p = model.params
     if len(windows) == 1:
         x = np.asarray(windows[0], dtype=np.float64)[None]
@@ -58,8 +54,12 @@ def predict_batch(model: Any, windows: Sequence[np.ndarray]) -> list[np.ndarray]
     onnx = getattr(model, "onnx_predictor", None)  # set at load when runtime="onnx"
     net = model.model
     if onnx is not None:
-        out = onnx(scaled)
-    elif net.training or n > 4096:  # predict_scaled puts it in eval mode, in chunks
+        return list(model.scaler.inverse(onnx(scaled), p.target_index))
+    import torch  # after the ONNX path, which needs neither import (each costs per call)
+
+    from tsloom.forecast.training import _summarise, predict_scaled
+
+    if net.training or n > 4096:  # predict_scaled puts it in eval mode, in chunks
         with torch.inference_mode():
             out = predict_scaled(net, scaled, p)
     else:  # what predict_scaled does for one chunk, without walking the modules each time
@@ -142,6 +142,8 @@ class Batcher:
         self._returns: dict[asyncio.AbstractEventLoop, list] = {}
         self._returns_lock = threading.Lock()
         self._outstanding = 0  # admitted and not yet answered, across all lanes
+        if metrics:  # read when scraped, not counted per request
+            metrics.queued.set_function(self.pending)
         self.batches: list[int] = []  # recent batch sizes (bounded), for tests and stats
         self.inline_batches = 0  # batches run on the event loop (for tests and stats)
 
@@ -178,8 +180,6 @@ class Batcher:
         future: asyncio.Future = loop.create_future()
         lane.items.append((model, window, future, loop.time()))
         self._outstanding += 1
-        if self.metrics:
-            self.metrics.queued.inc()
         if not lane.busy:  # else the running batch's end schedules the next one
             if len(lane.items) >= self.max_batch:
                 if not lane.urgent:
@@ -208,8 +208,6 @@ class Batcher:
             return
         take = min(self.max_batch, len(lane.items))
         batch = [lane.items.popleft() for _ in range(take)]
-        if self.metrics:
-            self.metrics.queued.dec(take)
         batch = [item for item in batch if not item[2].done()]  # cancelled callers
         lane.lone = len(batch) == 1
         if not batch:
