@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from fastapi import FastAPI, Request
@@ -25,6 +26,9 @@ from starlette.types import Receive, Scope, Send
 from tsloom.serve.answer import prediction_body
 from tsloom.serve.asgi_io import BodyTooLarge, disconnected, read_body, replay
 from tsloom.serve.batching import Overloaded
+
+if TYPE_CHECKING:
+    from tsloom.serve.app import ServerState
 
 __all__ = ["PREDICT_ROUTE", "PredictLane", "ServeApp"]
 
@@ -39,7 +43,12 @@ class PredictLane:
     """``await lane(scope, receive, send)`` → None when it answered, or the receive the
     full app must use (what the lane read, replayed) when it declined."""
 
-    def __init__(self, state: Any, handlers: dict[Any, Any], overloaded: Any) -> None:
+    def __init__(
+        self,
+        state: ServerState,
+        handlers: Mapping[Any, Callable[..., Any]],
+        overloaded: Callable[[Overloaded], Response],
+    ) -> None:
         self.state = state
         self.handlers = handlers  # the app's exception handlers, by exception class
         self.overloaded = overloaded  # Overloaded → the app's 429 response
