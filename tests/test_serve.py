@@ -544,6 +544,39 @@ def test_lone_requests_run_on_the_loop_and_equal_pool_results(world: World) -> N
         np.testing.assert_allclose(a[i], model.predict_values(w), rtol=1e-6, atol=1e-6)
 
 
+def test_batches_closed_together_run_half_on_the_partner_thread(world: World) -> None:
+    """Inline batches of several models closed in the same turn of the loop run as one
+    group, half of them on the partner thread while the loop runs the other half; each
+    request still gets exactly its own model's answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tsloom.serve.batching import Batcher
+
+    models = [reg.load(ref, settings=world.settings) for ref in (world.a, world.a, world.b)]
+    models.append(reg.load(world.b, settings=world.settings))
+
+    def window(model, offset: int) -> np.ndarray:
+        p = model.params
+        return world.window.slice(offset, p.input_steps).select(list(p.features)).to_numpy()
+
+    async def main() -> tuple[list, list, Batcher]:
+        with ThreadPoolExecutor(1) as pool:
+            batcher = Batcher(pool, max_batch=8, max_wait=0.001, inline_s=0.5)
+            for i, m in enumerate(models):  # first batches: measured on the pool
+                await batcher.submit(f"m{i}", m, window(m, 0))
+            windows = [window(m, 3 + i) for i, m in enumerate(models)]
+            out = await asyncio.gather(
+                *(batcher.submit(f"m{i}", models[i], w) for i, w in enumerate(windows))
+            )
+            await batcher.close()
+        return windows, out, batcher
+
+    windows, out, batcher = asyncio.run(main())
+    assert batcher.partnered == 2 and batcher.inline_batches == 4
+    for m, w, got in zip(models, windows, out, strict=True):
+        np.testing.assert_array_equal(got, predict_batch(m, [w])[0])
+
+
 def test_batches_waiting_for_the_pool_go_as_one_job(world: World) -> None:
     """While the inference pool is busy, batches of other models that become ready wait
     and then go to the pool together as one job (one hand-off, one wake-up of the loop),

@@ -36,7 +36,8 @@ class ServeConfig:
     - `workers`: inference threads.
     - `inline_ms`: a batch whose forward pass is expected to take at most this long runs on
       the event loop, saving the hand-off to an inference thread (worth ~10–20% throughput
-      with many small models); 0, the default, keeps all inference off the event loop.
+      with many small models); batches closed in the same turn run together, half of them
+      on a partner thread meanwhile. 0, the default, keeps all inference off the event loop.
     - `alias_ttl_s`: how long a resolved stage alias (``…/production``) is reused.
     - `runtime`: ``torch`` (default) or ``onnx`` — export each model to ONNX when it loads
       and predict through ONNX Runtime on CPU (needs the ``onnx`` extra; a model that
