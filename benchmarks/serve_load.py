@@ -1004,7 +1004,7 @@ def report(outcomes: list[Outcome], args: argparse.Namespace) -> str:
             f"{min(clients):.2f}–{max(clients):.2f} ms of CPU per request on the same 2 "
             "cores (httpx, used before, cost about 1 ms per request — more than the "
             "servers — and held every system to about the same rate, whatever the "
-            f"server did).{load} Each Python server is one process on one event loop; "
+            f"server did).{load} Each Python server is one process with one event loop; "
             f"Uvicorn runs {http_stack()}. Every system decodes the 96-row JSON body, "
             "builds and checks the window, runs the LSTM and writes 24 forecasts; batching "
             "shares only the forward pass. At one model tsloom's batches hold about 32 "
@@ -1019,14 +1019,18 @@ def report(outcomes: list[Outcome], args: argparse.Namespace) -> str:
             "FastAPI, as plain ASGI — orjson decoding, the window built and checked straight "
             "from the rows (no data frame), the answer written directly — while everything "
             "else (aliases, Arrow IPC, model loads, every error) goes through the FastAPI "
-            "app; runtime onnx runs the LSTM in ONNX Runtime; with inline_ms "
+            "app; the decoded rows are freed before the request waits for its batch (held "
+            "by every waiting request, they kept the garbage collector's young generation "
+            "full); runtime onnx runs the LSTM in ONNX Runtime; with inline_ms "
             f"{args.inline_ms:g} a batch whose forward pass should take at most that long "
-            "runs on the event loop instead of a thread (for this model the hand-off and the "
-            "GIL contention cost more than they save: batches of one handed to a thread cost "
-            "about twice the CPU per request at 100 models); a lone request does not wait "
-            "for company that did not come last time; and the objects alive at start-up are "
-            "frozen out of the garbage collector's full passes (which took hundreds of "
-            "milliseconds with 100 models resident).",
+            "runs on the event loop instead of being handed to an inference thread (batches "
+            "of one handed over one by one cost about twice the CPU per request at 100 "
+            "models), and the batches closed in one turn of the loop run as a group, half of "
+            "them on a partner thread meanwhile — forward passes release the GIL, so with "
+            "many models both cores compute for one hand-off per group; a lone request does "
+            "not wait for company that did not come last time; and the objects alive at "
+            "start-up are frozen out of the garbage collector's full passes (which took "
+            "hundreds of milliseconds with 100 models resident).",
         ]
     if args.ts_problem:
         lines += ["", f"TorchServe: {args.ts_problem}"]
