@@ -39,7 +39,7 @@ bench: $(STAMP)
 bench-serve: $(STAMP)
 	test -x benchmarks/.work/torchserve-venv/bin/torchserve || \
 		$(BIN)/python benchmarks/serve_load.py --setup-torchserve
-	$(BIN)/python benchmarks/serve_load.py
+	$(BIN)/python benchmarks/serve_load.py --passes 3
 
 # tsloom stream: 10 000 sensors, 100 models, in-process and through Mosquitto
 bench-stream: $(STAMP)

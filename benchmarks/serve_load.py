@@ -3,7 +3,7 @@ and 100 LSTM models resident.
 
     .venv/bin/python benchmarks/serve_load.py --setup-torchserve   # once: TorchServe's venv
     .venv/bin/python benchmarks/serve_load.py [--quick] [--levels 1,10,100]
-        [--requests 6000] [--rounds 4] [--concurrency 64] [--batch 32] [--wait-ms 2]
+        [--requests 6000] [--rounds 8] [--concurrency 64] [--batch 32] [--wait-ms 2]
         [--inline-ms 2]
         [--workers 1] [--runtime onnx|torch] [--systems tsloom,tsloom-torch,torchserve,plain]
         [--no-torchserve] [--no-write] [--report-only]
@@ -744,6 +744,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=None, help="warm-up requests (excluded)")
     parser.add_argument("--concurrency", type=int, default=64, help="client connections")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds per level")
+    parser.add_argument(
+        "--passes", type=int, default=1, help="whole runs over all levels, pooled in the report"
+    )
     parser.add_argument("--batch", type=int, default=32, help="max batch (tsloom, TorchServe)")
     parser.add_argument("--wait-ms", type=float, default=2.0, help="tsloom max_wait_ms")
     parser.add_argument(
@@ -794,7 +797,7 @@ def main() -> None:
         return
     args.requests = args.requests or (800 if args.quick else 6000)
     args.warmup = args.warmup or (200 if args.quick else 600)
-    args.rounds = args.rounds or (2 if args.quick else 4)
+    args.rounds = args.rounds or (2 if args.quick else 8)
     chosen = args.systems.split(",")
     args.systems = [x for x in ("tsloom", "tsloom-torch", "torchserve", "plain") if x in chosen]
     if args.runtime == "torch" and "tsloom-torch" in args.systems:
@@ -806,6 +809,7 @@ def main() -> None:
         parser.error(f"at most {MAX_MODELS} models")
     if args.setup_torchserve:
         setup_torchserve()
+        return
     args.ts_problem = "skipped (--no-torchserve)" if args.no_torchserve else torchserve_problem()
 
     WORK.mkdir(parents=True, exist_ok=True)
@@ -822,11 +826,15 @@ def main() -> None:
 
     args.forward_ms = forward_costs(refs[0])
     print("one forward pass, ms:", args.forward_ms)
-    outcomes: list[Outcome] = []
+    passes: list[list[Outcome]] = []
     args.load_before = os.getloadavg()[0]
-    for n in levels:
-        outcomes += run_level(n, refs, bodies, frames, args)
+    for number in range(args.passes):
+        if args.passes > 1:
+            print(f"pass {number + 1} of {args.passes}", flush=True)
+        passes.append([o for n in levels for o in run_level(n, refs, bodies, frames, args)])
     args.load_after = os.getloadavg()[0]
+    args.pass_ratios = pass_ratios(passes)
+    outcomes = merge(passes)
     (WORK / "serve_load.json").write_text(
         json.dumps(
             {
@@ -878,6 +886,44 @@ NAMES = {
 }
 
 
+def merge(passes: list[list[Outcome]]) -> list[Outcome]:
+    """The passes' outcomes pooled per level and system: requests, time and CPU summed,
+    latencies together (so req/s is total requests over total time)."""
+    pooled: dict[tuple[int, str], Outcome] = {}
+    for outcome in (o for run in passes for o in run):
+        key = (outcome.models, outcome.system)
+        if key not in pooled:
+            pooled[key] = dataclasses.replace(
+                outcome, latencies=list(outcome.latencies), codes=dict(outcome.codes)
+            )
+            continue
+        p = pooled[key]
+        batches = [(x.mean_batch, x.requests) for x in (p, outcome) if x.mean_batch == x.mean_batch]
+        if batches:
+            p.mean_batch = sum(b * r for b, r in batches) / sum(r for _b, r in batches)
+        p.requests += outcome.requests
+        p.seconds += outcome.seconds
+        p.latencies += outcome.latencies
+        p.server_cpu_s += outcome.server_cpu_s
+        p.client_cpu_s += outcome.client_cpu_s
+        p.rss_mib = max(p.rss_mib, outcome.rss_mib)
+        for code, k in outcome.codes.items():
+            p.codes[code] = p.codes.get(code, 0) + k
+    return list(pooled.values())
+
+
+def pass_ratios(passes: list[list[Outcome]]) -> dict[str, list[float]]:
+    """tsloom's req/s over each other system's, per level, one value per pass."""
+    out: dict[str, list[float]] = {}
+    for run in passes:
+        by = {(o.models, o.system): o for o in run}
+        for (n, system), other in sorted(by.items()):
+            ours = by.get((n, "tsloom"))
+            if system in ("torchserve", "plain") and ours is not None:
+                out.setdefault(f"{n}/{system}", []).append(round(ours.rps / other.rps, 2))
+    return out
+
+
 def _ratio(ours: Outcome, other: Outcome | None) -> tuple[str, str]:
     if other is None:
         return "—", "—"
@@ -892,6 +938,8 @@ def report(outcomes: list[Outcome], args: argparse.Namespace) -> str:
     cmd = "`.venv/bin/python benchmarks/serve_load.py" + (" --quick" if args.quick else "")
     if args.levels != "1,10,100":
         cmd += f" --levels {args.levels}"
+    if getattr(args, "passes", 1) > 1:
+        cmd += f" --passes {args.passes}"
     cmd += "`"
     lines = [
         MARKER,
@@ -983,6 +1031,19 @@ def report(outcomes: list[Outcome], args: argparse.Namespace) -> str:
             met = ours.rps >= 3 * other.rps and ours.pct(99) <= other.pct(99)
             aims.append(f"{name}: {'met' if met else 'not met'}")
         lines.append(f"| {n} | {' | '.join(cells)} | {'; '.join(aims)} |")
+    spread = getattr(args, "pass_ratios", None) or {}
+    if getattr(args, "passes", 1) > 1 and spread:
+        names = {"torchserve": "TorchServe", "plain": "plain FastAPI"}
+        parts = []
+        for key, values in spread.items():
+            n, system = key.split("/")
+            shown = ", ".join(f"{v:.2f}×" for v in values)
+            parts.append(f"{n} model{'s' if n != '1' else ''} vs {names[system]}: {shown}")
+        lines += [
+            "",
+            f"The table pools {args.passes} whole passes over all levels; req/s ratios per "
+            f"pass, in order: {'; '.join(parts)}.",
+        ]
     clients = [1000 * o.client_cpu_s / o.requests for o in outcomes]
 
     def cpu_span(system: str) -> str:
