@@ -4,7 +4,7 @@ and 100 LSTM models resident.
     .venv/bin/python benchmarks/serve_load.py --setup-torchserve   # once: TorchServe's venv
     .venv/bin/python benchmarks/serve_load.py [--quick] [--levels 1,10,100]
         [--requests 6000] [--rounds 8] [--concurrency 64] [--batch 32] [--wait-ms 2]
-        [--inline-ms 2]
+        [--inline-ms 1] [--switch-ms 0.5]
         [--workers 1] [--runtime onnx|torch] [--systems tsloom,tsloom-torch,torchserve,plain]
         [--no-torchserve] [--no-write] [--report-only]
 
@@ -330,6 +330,7 @@ def start_tsloom(refs: list[str], args: argparse.Namespace, runtime: str) -> tup
         TSLOOM_SERVE_MAX_WAIT_MS=str(args.wait_ms),
         TSLOOM_SERVE_WORKERS=str(args.workers),
         TSLOOM_SERVE_INLINE_MS=str(args.inline_ms),
+        TSLOOM_SERVE_SWITCH_INTERVAL_MS=str(args.switch_ms),
         TSLOOM_SERVE_RUNTIME=runtime,
     )
     name = "tsloom" if runtime == args.runtime else f"tsloom-{runtime}"
@@ -750,9 +751,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32, help="max batch (tsloom, TorchServe)")
     parser.add_argument("--wait-ms", type=float, default=2.0, help="tsloom max_wait_ms")
     parser.add_argument(
-        "--inline-ms", type=float, default=2.0, help="tsloom inline_ms (0: all off the loop)"
+        "--inline-ms", type=float, default=1.0, help="tsloom inline_ms (0: all off the loop)"
     )
     parser.add_argument("--workers", type=int, default=1, help="tsloom inference threads")
+    parser.add_argument(
+        "--switch-ms", type=float, default=0.5, help="tsloom switch_interval_ms (0: Python's)"
+    )
     parser.add_argument("--runtime", choices=("onnx", "torch"), default="onnx")
     parser.add_argument("--ts-delay-ms", type=int, default=5, help="TorchServe max_batch_delay")
     parser.add_argument(
@@ -780,7 +784,7 @@ def main() -> None:
     if args.report_only:
         saved = json.loads((WORK / "serve_load.json").read_text())
         # runs saved before --inline-ms existed ran with the batcher's then-fixed 2 ms
-        args = argparse.Namespace(**{"inline_ms": 2.0, **saved["args"]})
+        args = argparse.Namespace(**{"inline_ms": 2.0, "switch_ms": 0.0, **saved["args"]})
         outcomes = [
             Outcome(
                 **{k: v for k, v in o.items() if k in Outcome.__dataclass_fields__},
@@ -965,7 +969,8 @@ def report(outcomes: list[Outcome], args: argparse.Namespace) -> str:
         f"without access log, every model preloaded, runtime {args.runtime}, max_batch_size "
         f"{args.batch}, max_wait_ms {args.wait_ms:g}, workers {args.workers}, inline_ms "
         f"{args.inline_ms:g} (batches expected to take ≤ that many ms run on the event loop; "
-        "the server's default, 0, keeps all inference off it). The row 'runtime torch' is "
+        "the server's default, 0, keeps all inference off it), switch_interval_ms "
+        f"{args.switch_ms:g} (0: Python's 5 ms). The row 'runtime torch' is "
         "the same server running the LSTM in PyTorch, as the other two systems do.",
         f"- TorchServe 0.12: a TorchScript export per model and "
         "benchmarks/torchserve/lstm_handler.py (same parsing, scaling and answer), "
@@ -1086,7 +1091,10 @@ def report(outcomes: list[Outcome], args: argparse.Namespace) -> str:
             f"{args.inline_ms:g} a batch whose forward pass should take at most that long "
             "runs on the event loop instead of being handed to an inference thread (batches "
             "of one handed over one by one cost about twice the CPU per request at 100 "
-            "models), and the batches closed in one turn of the loop run as a group, half of "
+            "models), while a bigger one goes to the inference thread, which with "
+            f"switch_interval_ms {args.switch_ms:g} gets the GIL back within that long "
+            "instead of 5 ms, so its forward pass overlaps the loop's parsing of the next "
+            "requests; the batches closed in one turn of the loop run as a group, half of "
             "them on a partner thread meanwhile — forward passes release the GIL, so with "
             "many models both cores compute for one hand-off per group; a lone request does "
             "not wait for company that did not come last time; and the objects alive at "

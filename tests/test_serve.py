@@ -335,6 +335,21 @@ def test_api_keys_guard_writes_before_anything_else(world: World) -> None:
         assert c.post(f"/v1/models/{world.a}/promote", headers=right).status_code == 401
 
 
+def test_switch_interval_is_set_while_the_server_runs(world: World) -> None:
+    """`switch_interval_ms` sets the interpreter's switch interval for the server's life and
+    gives the previous one back at shutdown; a negative value is refused."""
+    import sys
+
+    before = sys.getswitchinterval()
+    app = create_app(world.settings, ServeConfig(switch_interval_ms=0.5))
+    with TestClient(app) as c:
+        assert c.get("/healthz").status_code == 200
+        assert sys.getswitchinterval() == pytest.approx(0.0005)
+    assert sys.getswitchinterval() == before
+    with pytest.raises(ConfigError, match="switch_interval_ms"):
+        ServeConfig(switch_interval_ms=-1)
+
+
 def test_serve_config() -> None:
     assert hash_key("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     with pytest.raises(ConfigError, match="SHA-256"):

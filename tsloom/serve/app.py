@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import gc
 import logging
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -421,9 +422,13 @@ def create_app(settings: Settings | None = None, config: ServeConfig | None = No
         # of the collector's sight, a full collection no longer walks it — on a server
         # with many models resident each took hundreds of milliseconds, stalling requests.
         gc.freeze()
+        switch = sys.getswitchinterval()
+        if config.switch_interval_ms > 0:
+            sys.setswitchinterval(config.switch_interval_ms / 1000.0)
         try:
             yield
         finally:
+            sys.setswitchinterval(switch)
             await state.batcher.close()
             state.executor.shutdown(wait=False, cancel_futures=True)
 
