@@ -59,12 +59,7 @@ def settings_for(home: Path):
     from tsloom.config import Settings
 
     home.mkdir(parents=True, exist_ok=True)
-    return Settings(
-        home=home,
-        db_url=f"sqlite:///{home / 'tsloom.db'}",
-        lake_url=str(home / "lake"),
-        registry_url=str(home / "registry"),
-    )
+    return Settings.at_home(home)
 
 
 def setup(home: Path, sensors: int, models: int, rows: int = 120) -> list[str]:

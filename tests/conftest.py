@@ -151,12 +151,7 @@ def shared_etth1_home(tmp_path_factory: pytest.TempPathFactory, name: str) -> It
     mp.setenv("TSLOOM_HOME", str(home))
     for var in ("TSLOOM_DB_URL", "TSLOOM_LAKE_URL", "TSLOOM_REGISTRY_URL", "TSLOOM_CONFIG"):
         mp.delenv(var, raising=False)
-    settings = Settings(
-        home=home,
-        db_url=f"sqlite:///{home / 'tsloom.db'}",
-        lake_url=str(home / "lake"),
-        registry_url=str(home / "registry"),
-    )
+    settings = Settings.at_home(home)
     home.mkdir(parents=True)
     ingest_file(ETT_DIR / "ETTh1.csv", "power.etth1", ts="date", settings=settings)
     try:

@@ -75,12 +75,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Sett
     torch.set_num_threads(1)
     home = tmp_path_factory.mktemp("e2e") / "home"
     home.mkdir(parents=True)
-    settings = Settings(
-        home=home,
-        db_url=f"sqlite:///{home / 'tsloom.db'}",
-        lake_url=str(home / "lake"),
-        registry_url=str(home / "registry"),
-    )
+    settings = Settings.at_home(home)
     for f in write_demo(home / "demo", days=3):
         ingest_file(
             f.path,

@@ -33,12 +33,7 @@ TABLES = ["plant.load", "plant.temp"]
 
 def make_settings(home: Path) -> Settings:
     home.mkdir(parents=True, exist_ok=True)
-    return Settings(
-        home=home,
-        db_url=f"sqlite:///{home / 'tsloom.db'}",
-        lake_url=str(home / "lake"),
-        registry_url=str(home / "registry"),
-    )
+    return Settings.at_home(home)
 
 
 def ingest_plant(settings: Settings, days: int = 4) -> None:

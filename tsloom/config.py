@@ -33,6 +33,17 @@ class Settings:
     s3_endpoint_url: str | None = None
     source: dict[str, str] = field(default_factory=dict, compare=False)
 
+    @classmethod
+    def at_home(cls, home: Path) -> Settings:
+        """Everything under one folder: the SQLite catalog, the lake and the registry —
+        what :func:`load_settings` gives when only the home is set (tests, benchmarks)."""
+        return cls(
+            home=home,
+            db_url=f"sqlite:///{home / 'tsloom.db'}",
+            lake_url=str(home / "lake"),
+            registry_url=str(home / "registry"),
+        )
+
     def storage_options(self, url: str) -> dict[str, str]:
         """Options for deltalake/object_store when `url` is remote (S3); empty for local paths."""
         if not url.startswith("s3://"):
