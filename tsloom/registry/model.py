@@ -89,23 +89,27 @@ class RegisteredModel:
             f"{format_duration(p.input_width)}) with columns ts, {', '.join(p.features)}"
         )
 
-    def _by_feature_names(self, window: pl.DataFrame) -> pl.DataFrame:
-        """Accept the readings' own column names (`OT`, `co2[sensor_id=1]`) wherever they
-        name one of the model's features unambiguously."""
+    def _feature_renames(self, columns: Any) -> dict[str, str]:
+        """The readings' own column names (`OT`, `co2[sensor_id=1]`) that name one of the
+        model's features unambiguously, mapped to it; none at all when two would name the
+        same feature."""
         from tsloom.integrate import resolve_feature
 
         features = list(self.params.features)
         renames = {}
-        for column in window.columns:
+        for column in columns:
             if column == "ts" or column in features:
                 continue
             try:
                 renames[column] = resolve_feature(column, features)
             except TsloomError:
                 continue
-        if len(set(renames.values())) != len(renames):
-            return window
-        return window.rename(renames)
+        return renames if len(set(renames.values())) == len(renames) else {}
+
+    def _by_feature_names(self, window: pl.DataFrame) -> pl.DataFrame:
+        """Accept the readings' own column names wherever they name a feature."""
+        renames = self._feature_renames(window.columns)
+        return window.rename(renames) if renames else window
 
     def _window_values(self, window: Any) -> tuple[np.ndarray, datetime | None]:
         p = self.params
@@ -205,20 +209,9 @@ class RegisteredModel:
         key = frozenset(keys)
         if key in plans:
             return plans[key]
-        from tsloom.integrate import resolve_feature
-
         features = list(self.params.features)
         columns = [k for k in keys if k != "ts"]
-        renames = {}
-        for column in columns:
-            if column in features:
-                continue
-            try:
-                renames[column] = resolve_feature(column, features)
-            except TsloomError:
-                continue
-        if len(set(renames.values())) != len(renames):
-            renames = {}
+        renames = self._feature_renames(columns)
         named = {renames.get(c, c): c for c in columns}
         plan = None
         if "ts" in key and len(named) == len(columns) and all(f in named for f in features):
