@@ -106,37 +106,10 @@ class StreamEngine:
         self._keys = mapping.key_columns
         self._values = mapping.value_columns
         self._dataset = config.dataset
-        self.groups: list[_Group] = []
-        by_freq: dict[int, _Group] = {}
+        self.groups: list[_Group] = []  # one per model frequency, made by _regroup
         self._group_of: dict[int, _Group] = {}
-        offset = config.bucket_offset // _US
-        for m in self.models:
-            freq = m.params.freq // _US
-            group = by_freq.get(freq)
-            if group is None:
-                buffer = StepBuffer(
-                    freq,
-                    window=m.steps,
-                    lateness_us=config.allowed_lateness.micros(freq),
-                    offset_us=offset,
-                    aggregate=config.aggregate,
-                    fill_limit=config.fill_limit,
-                    max_series=config.max_series,
-                )
-                group = by_freq[freq] = _Group(len(self.groups), buffer)
-                self.groups.append(group)
-            group.buffer.ensure_window(m.steps)
-            group.models.append(m)
-            m.group = group.buffer
-            self._group_of[m.index] = group
-        self._by_buffer = {id(g.buffer): g for g in self.groups}
-        # key values → per value column: (group index, slot) pairs
-        self._routes: dict[tuple, list[list[tuple[int, int]]]] = {}
         self._pending: list[tuple[BoundModel, int, np.ndarray]] = []
-        self._index_rules()
-        # columnar input: key value(s) → series id → slot per (value column, group), -1: none
-        self._sid_of: dict[Any, int] = {}
-        self._slot_table = np.full((len(self._values), len(self.groups), 1024), -1, np.int64)
+        self._regroup()
 
     def _index_rules(self) -> None:
         """(column, label items) → the (model position, rule index) pairs with that label;
@@ -423,9 +396,9 @@ class StreamEngine:
         return False
 
     def _regroup(self) -> None:
-        """Groups after a model changed frequency or features: a buffer per frequency in
-        use (kept where it exists, dropped when no model reads it), rules re-indexed and
-        every series routed again when next seen."""
+        """The groups, at start and after a model changed frequency or features: a buffer
+        per frequency in use (kept where it exists, dropped when no model reads it), rules
+        re-indexed and every series routed again when next seen."""
         by_freq = {g.buffer.freq_us: g for g in self.groups}  # history kept per frequency
         offset = self.config.bucket_offset // _US
         for m in self.models:
@@ -454,8 +427,10 @@ class StreamEngine:
             g.index = i
         self._by_buffer = {id(g.buffer): g for g in self.groups}
         self._index_rules()
-        self._routes = {}
-        self._sid_of = {}
+        # key values → per value column: (group index, slot) pairs
+        self._routes: dict[tuple, list[list[tuple[int, int]]]] = {}
+        # columnar input: key value(s) → series id → slot per (value column, group), -1: none
+        self._sid_of: dict[Any, int] = {}
         self._slot_table = np.full((len(self._values), len(self.groups), 1024), -1, np.int64)
 
     # -- state -----------------------------------------------------------------------
