@@ -10,8 +10,9 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from tsloom.errors import ConfigError
+from tsloom.errors import ConfigError, TsloomError
 
 _KEYS = {
     "home": "TSLOOM_HOME",
@@ -87,6 +88,20 @@ def _read_toml(path: Path) -> dict:
             hint=f"known settings are {', '.join(_KEYS)}",
         )
     return {k: str(v) for k, v in section.items()}
+
+
+def read_yaml_file(
+    path: Path, what: str, *, error: type[TsloomError] = ConfigError, hint: str | None = None
+) -> Any:
+    """A settings file's parsed YAML; `error` says which file could not be read or parsed."""
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise error(f"cannot read the {what} {path}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise error(f"{path} is not valid YAML: {exc}", hint=hint) from exc
 
 
 def load_settings(env: dict[str, str] | None = None) -> Settings:

@@ -48,10 +48,9 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import polars as pl
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tsloom.config import Settings, load_settings
+from tsloom.config import Settings, load_settings, read_yaml_file
 from tsloom.errors import ConfigError, SourceError, validation_problems
 
 log = logging.getLogger(__name__)
@@ -170,14 +169,7 @@ class MqttMapping(BaseModel):
         if isinstance(source, str | Path):
             path = Path(source)
             where = str(path)
-            try:
-                data = yaml.safe_load(path.read_text(encoding="utf-8"))
-            except OSError as exc:
-                raise ConfigError(f"cannot read the MQTT mapping {path}: {exc}") from exc
-            except yaml.YAMLError as exc:
-                raise ConfigError(
-                    f"{path} is not valid YAML: {exc}", hint="fix the mapping file"
-                ) from exc
+            data = read_yaml_file(path, "MQTT mapping", hint="fix the mapping file")
             if isinstance(data, dict) and isinstance(data.get("mapping"), dict):
                 data = data["mapping"]
         else:

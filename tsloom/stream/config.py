@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tsloom.config import read_yaml_file
 from tsloom.errors import ConfigError, TsloomError, validation_problems
 from tsloom.sources.mqtt import MqttMapping
 from tsloom.timeutil import parse_duration
@@ -341,14 +341,7 @@ class StreamConfig(BaseModel):
         if isinstance(source, str | Path):
             path = Path(source)
             where = str(path)
-            try:
-                data = yaml.safe_load(path.read_text(encoding="utf-8"))
-            except OSError as exc:
-                raise StreamConfigError(
-                    f"cannot read the stream config {path}: {exc.strerror or exc}"
-                ) from exc
-            except yaml.YAMLError as exc:
-                raise StreamConfigError(f"{path} is not valid YAML: {exc}", hint=_HINT) from exc
+            data = read_yaml_file(path, "stream config", error=StreamConfigError, hint=_HINT)
         else:
             data = source
         if not isinstance(data, Mapping):
