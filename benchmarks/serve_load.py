@@ -252,13 +252,11 @@ class Server:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited: {self.log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(url, timeout=5) as r:
-                    body = r.read()
-                    if ok is None or ok(body):
-                        return body
-            except OSError:
-                pass
+            # not listening yet (OSError): ask again shortly
+            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=5) as r:
+                body = r.read()
+                if ok is None or ok(body):
+                    return body
             time.sleep(0.5)
         raise RuntimeError(
             f"{self.name} not ready after {timeout} s: {self.log.read_text()[-3000:]}"

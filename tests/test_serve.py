@@ -6,6 +6,7 @@ preload/readiness and Prometheus metrics."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -771,11 +772,9 @@ def test_tsloom_serve_command_answers_over_http_on_onnx_runtime(world: World) ->
         while True:
             assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
             assert time.monotonic() < deadline, "tsloom serve was not ready in time"
-            try:
+            with contextlib.suppress(httpx.HTTPError):  # not listening yet: ask again
                 if httpx.get(f"{base}/readyz", timeout=2).json().get("resident") == 1:
                     break
-            except httpx.HTTPError:
-                pass
             time.sleep(0.2)
         r = httpx.post(f"{base}/v1/models/{world.a}/predict", json={"rows": ot_rows(world)})
         assert r.status_code == 200, r.text
