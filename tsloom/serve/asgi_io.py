@@ -9,13 +9,17 @@ __all__ = ["BodyTooLarge", "disconnected", "read_body", "replay"]
 
 
 class BodyTooLarge(Exception):
-    """A request body grew past the limit while streaming in."""
+    """A request body grew past the limit while streaming in; `messages` are those read
+    so far (for a layer that hands the request on)."""
+
+    def __init__(self, messages: list[Message] | None = None) -> None:
+        super().__init__("request body too large")
+        self.messages = messages or []
 
 
 async def read_body(receive: Receive, limit: int) -> tuple[bytes | None, list[Message]]:
     """The whole body (None if the client left first) and the messages it came in;
-    :class:`BodyTooLarge` past `limit` bytes (the messages read so far are on the
-    exception's ``messages``)."""
+    :class:`BodyTooLarge` past `limit` bytes."""
     messages: list[Message] = []
     size = 0
     while True:
@@ -25,9 +29,7 @@ async def read_body(receive: Receive, limit: int) -> tuple[bytes | None, list[Me
             return None, messages
         size += len(message.get("body", b""))
         if size > limit:
-            exc = BodyTooLarge()
-            exc.messages = messages  # type: ignore[attr-defined]
-            raise exc
+            raise BodyTooLarge(messages)
         if not message.get("more_body", False):
             break
     if len(messages) == 1:

@@ -102,7 +102,7 @@ class PredictLane:
         try:
             raw, messages = await read_body(receive, config.max_body_bytes)
         except BodyTooLarge as exc:
-            return replay(exc.messages, receive)  # type: ignore[attr-defined]
+            return replay(exc.messages, receive)
         try:
             body = orjson.loads(raw) if raw else None
         except orjson.JSONDecodeError:
