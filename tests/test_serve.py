@@ -525,6 +525,16 @@ def test_rows_fast_path_equals_the_frame_path_and_refuses_what_it_cannot_check(
                 assert expected in r.json()["message"], (expected, r.json())
         assert model.rows_window([{**r, "extra": None} for r in good]) is not None
         assert c.post(url, json={"rows": good}).status_code == 200
+    # what JSON cannot carry but Python callers can, and a mix of naive and aware stamps:
+    # the frame path decides
+    unusual = {
+        "nan": [*good[:4], {**good[4], "OT": float("nan")}, *good[5:]],
+        "inf": [*good[:4], {**good[4], "OT": float("inf")}, *good[5:]],
+        "naive and aware": [*good[:9], {**good[9], "ts": good[9]["ts"].rstrip("Z")}, *good[10:]],
+        "not a dict": [*good[:3], ["ts", 1.0], *good[4:]],
+    }
+    for name, payload in unusual.items():
+        assert model.rows_window(payload) is None, name
 
 
 def test_lone_requests_run_on_the_loop_and_equal_pool_results(world: World) -> None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import chain
+from operator import itemgetter, sub
 from typing import Any
 
 import numpy as np
@@ -58,6 +61,7 @@ def params_from_document(doc: dict[str, Any]) -> LearningParams:
 
 _NUMBER = frozenset((int, float))
 _NULLABLE = frozenset((int, float, type(None)))
+_TS = itemgetter("ts")
 
 
 def _utc(value: datetime) -> datetime:
@@ -169,41 +173,35 @@ class RegisteredModel:
         plan = self._row_plan(keys)
         if plan is None:
             return None
-        source, others = plan
+        source, others, pick = plan
         try:
             if others:  # rows must agree on every key, the unused ones included
                 if not all(map(keys.__eq__, map(dict.keys, rows))):  # not dicts: TypeError
                     return None
             elif set(map(len, rows)) != {len(keys)}:
                 return None  # with each row's features and ts read below: the same keys
-            flat = [r[c] for r in rows for c in source]  # a key missing: KeyError
+            # operator.itemgetter and map keep the per-row work in C (a key missing: KeyError)
+            flat = list(map(pick, rows))
+            if len(source) > 1:
+                flat = list(chain.from_iterable(flat))
             if not set(map(type, flat)) <= _NUMBER:
                 return None
             if others and not set(map(type, [r[c] for r in rows for c in others])) <= _NULLABLE:
                 return None
-            ts = list(map(datetime.fromisoformat, [r["ts"] for r in rows]))  # not str: TypeError
-            first = ts[0]
-            if [first + step for step in self._grid()] != ts:  # naive vs aware: unequal
+            ts = list(map(datetime.fromisoformat, map(_TS, rows)))  # not str: TypeError
+            # every step equals freq (naive minus aware: TypeError)
+            if list(map(sub, ts[1:], ts[:-1])).count(p.freq) != n - 1:
                 return None
             values = np.array(flat, dtype=np.float64).reshape(n, len(source))
         except (ValueError, TypeError, KeyError, OverflowError):
             return None  # unparsable stamps, rows that are not objects, huge integers
-        if np.isnan(values).any():
-            return None
+        if not math.isfinite(values.sum()):  # NaN (or ±inf, or a sum that overflows):
+            return None  # the frame path decides
         return values, _utc(ts[-1])
 
-    def _grid(self) -> list[timedelta]:
-        """``k·freq`` for each row k of a window: the offsets a regular window's
-        timestamps have from its first (cached per model)."""
-        grid = self.__dict__.get("_grid_offsets")
-        if grid is None:
-            p = self.params
-            grid = self.__dict__["_grid_offsets"] = [k * p.freq for k in range(p.input_steps)]
-        return grid
-
-    def _row_plan(self, keys: Any) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
-        """For a set of row keys: which key feeds each feature (in feature order) and
-        which other keys there are — what :meth:`_by_feature_names` decides on a frame's
+    def _row_plan(self, keys: Any) -> tuple[tuple[str, ...], tuple[str, ...], Any] | None:
+        """For a set of row keys: which key feeds each feature (in feature order), which
+        other keys there are and an itemgetter of the feature keys — what :meth:`_by_feature_names` decides on a frame's
         columns, cached per model; None where the frame path must decide."""
         plans: dict[frozenset, Any] = self.__dict__.setdefault("_row_plans", {})
         key = frozenset(keys)
@@ -216,7 +214,7 @@ class RegisteredModel:
         plan = None
         if "ts" in key and len(named) == len(columns) and all(f in named for f in features):
             source = tuple(named[f] for f in features)
-            plan = source, tuple(c for c in columns if c not in source)
+            plan = source, tuple(c for c in columns if c not in source), itemgetter(*source)
         if len(plans) >= 64:  # clients may send many shapes: stay bounded
             plans.clear()
         plans[key] = plan
