@@ -201,8 +201,9 @@ class RegisteredModel:
 
     def _row_plan(self, keys: Any) -> tuple[tuple[str, ...], tuple[str, ...], Any] | None:
         """For a set of row keys: which key feeds each feature (in feature order), which
-        other keys there are and an itemgetter of the feature keys — what :meth:`_by_feature_names` decides on a frame's
-        columns, cached per model; None where the frame path must decide."""
+        other keys there are and an itemgetter of the feature keys — what
+        :meth:`_by_feature_names` decides on a frame's columns, cached per model; None where
+        the frame path must decide."""
         plans: dict[frozenset, Any] = self.__dict__.setdefault("_row_plans", {})
         key = frozenset(keys)
         if key in plans:
