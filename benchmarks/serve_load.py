@@ -205,6 +205,28 @@ def forward_costs(ref: str) -> dict[str, list[float]]:
 # ------------------------------------------------------------------ processes
 
 
+def _spin(seconds: float) -> float:
+    """Busy work of a fixed amount, about `seconds` long on a free core; its wall time."""
+    started = time.perf_counter()
+    x = 0
+    for i in range(int(seconds * 12_000_000)):
+        x += i
+    return time.perf_counter() - started
+
+
+def cpu_capacity() -> float:
+    """How many cores' worth of CPU two busy processes get together now: 2.0 on two free
+    cores, about 1.0 when the host lets this machine have only one's worth (seen here:
+    both processes then run at half speed although the machine shows 2 cores). Every
+    server here shares the cores with the load generator, so the ratios depend on it."""
+    import multiprocessing
+
+    alone = min(_spin(0.5) for _ in range(2))
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        together = pool.map(_spin, [0.5, 0.5, 0.5, 0.5], chunksize=1)
+    return round(min(2.0, 2 * alone / (sum(together) / len(together))), 2)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -830,11 +852,14 @@ def main() -> None:
     print("one forward pass, ms:", args.forward_ms)
     passes: list[list[Outcome]] = []
     args.load_before = os.getloadavg()[0]
+    args.capacity_before = cpu_capacity()
+    print(f"CPU capacity: {args.capacity_before} cores' worth for two busy processes")
     for number in range(args.passes):
         if args.passes > 1:
             print(f"pass {number + 1} of {args.passes}", flush=True)
         passes.append([o for n in levels for o in run_level(n, refs, bodies, frames, args)])
     args.load_after = os.getloadavg()[0]
+    args.capacity_after = cpu_capacity()
     args.pass_ratios = pass_ratios(passes)
     outcomes = merge(passes)
     (WORK / "serve_load.json").write_text(
@@ -1060,6 +1085,15 @@ def report(outcomes: list[Outcome], args: argparse.Namespace) -> str:
         load = (
             f" The machine's 1-minute load average was {args.load_before:.1f} when the run "
             f"began and {args.load_after:.1f} when it ended (other work shared the cores)."
+        )
+    if getattr(args, "capacity_before", None) is not None:
+        load += (
+            " Two busy processes together got "
+            f"{args.capacity_before:.1f} cores' worth of CPU when the run began and "
+            f"{args.capacity_after:.1f} when it ended (benchmarks/serve_load.py "
+            "`cpu_capacity`; 2.0 is two free cores): on about one core's worth, every "
+            "system is held by its whole CPU per request, the load generator's included, "
+            "and the ratios approach the ratios of those sums."
         )
     if clients:
         lines += [
