@@ -801,6 +801,10 @@ def main() -> None:
         help="rewrite the section from benchmarks/.work/serve_load.json without running",
     )
     args = parser.parse_args()
+    # Servers run in their own sessions (so each can be stopped with its workers); a
+    # SIGTERM (a timeout, a Ctrl-C in another shell) must still stop them, or a leftover
+    # one keeps its CPU and skews every later run: unwind through the `finally` blocks.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.report_only:
         saved = json.loads((WORK / "serve_load.json").read_text())
         # runs saved before --inline-ms existed ran with the batcher's then-fixed 2 ms
