@@ -181,9 +181,8 @@ class RegisteredModel:
             elif set(map(len, rows)) != {len(keys)}:
                 return None  # with each row's features and ts read below: the same keys
             # operator.itemgetter and map keep the per-row work in C (a key missing: KeyError)
-            flat = list(map(pick, rows))
-            if len(source) > 1:
-                flat = list(chain.from_iterable(flat))
+            picked = map(pick, rows)  # one value per row, or a tuple of them
+            flat = list(chain.from_iterable(picked) if len(source) > 1 else picked)
             if not set(map(type, flat)) <= _NUMBER:
                 return None
             if others and not set(map(type, [r[c] for r in rows for c in others])) <= _NULLABLE:

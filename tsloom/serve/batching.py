@@ -73,6 +73,11 @@ def predict_batch(model: Any, windows: Sequence[np.ndarray]) -> list[np.ndarray]
     return list(model.scaler.inverse(out, p.target_index))
 
 
+def _failed(group: list, exc: BaseException) -> list[tuple[list[Any], None]]:
+    """The outcomes of a group that failed as a whole: every caller gets `exc`."""
+    return [([exc] * len(batch), None) for _lane, batch in group]
+
+
 class _Partner:
     """A thread that runs one list of batches while the event loop runs another."""
 
@@ -289,15 +294,13 @@ class Batcher:
             try:
                 theirs = self._partner.wait()
             except BaseException as exc:  # the partner failed as a whole: its callers learn why
-                theirs = [([exc] * len(batch), None) for _lane, batch in group[:half]]
+                theirs = _failed(group[:half], exc)
             outcomes = theirs + mine
         else:
             outcomes = self._run_group(group)
         self.inline_batches += len(group)
-        self.partnered += len(group) // 2 if len(group) > 1 else 0
-        for (lane, batch), (results, seconds) in zip(group, outcomes, strict=True):
-            lane.busy = False
-            self._deliver(lane, batch, results, seconds)
+        self.partnered += len(group) // 2
+        self._deliver_group(group, outcomes)
 
     def _dispatch(self, loop: asyncio.AbstractEventLoop) -> None:
         """Hand every batch ready on `loop` to the pool as one job — unless `parallel` jobs
@@ -310,9 +313,7 @@ class Batcher:
         try:
             done = self.executor.submit(self._run_group, group)
         except RuntimeError as exc:  # the pool is shut down
-            for lane, batch in group:
-                lane.busy = False
-                self._deliver(lane, batch, [exc] * len(batch), None)
+            self._deliver_group(group, _failed(group, exc))
             return
         self._in_flight[loop] = self._in_flight.get(loop, 0) + 1
         done.add_done_callback(lambda f: self._from_thread(loop, group, f))
@@ -347,11 +348,15 @@ class Batcher:
             try:
                 outcomes = done.result()
             except BaseException as exc:  # handed to the callers
-                outcomes = [([exc] * len(batch), None) for _lane, batch in group]
-            for (lane, batch), (results, seconds) in zip(group, outcomes, strict=True):
-                lane.busy = False
-                self._deliver(lane, batch, results, seconds)
+                outcomes = _failed(group, exc)
+            self._deliver_group(group, outcomes)
         self._dispatch(loop)  # what became ready meanwhile
+
+    def _deliver_group(self, group: list, outcomes: list) -> None:
+        """Each batch of a finished group to its callers; its lane is free again."""
+        for (lane, batch), (results, seconds) in zip(group, outcomes, strict=True):
+            lane.busy = False
+            self._deliver(lane, batch, results, seconds)
 
     def _deliver(self, lane: _Lane, batch: list, results: list, seconds: float | None) -> None:
         if seconds is not None:
@@ -406,18 +411,13 @@ class Batcher:
                     future.cancel()
             lane.items.clear()
         self._lanes.clear()
-        for group in self._ready.values():  # waiting for a pool job that will not come
-            for _lane, batch in group:
-                for _m, _w, future, _t in batch:
-                    if not future.done():
-                        future.cancel()
-        self._ready.clear()
-        for group in self._inline_ready.values():
-            for _lane, batch in group:
-                for _m, _w, future, _t in batch:
-                    if not future.done():
-                        future.cancel()
-        self._inline_ready.clear()
+        for waiting in (self._ready, self._inline_ready):  # for a run that will not come
+            for group in waiting.values():
+                for _lane, batch in group:
+                    for _m, _w, future, _t in batch:
+                        if not future.done():
+                            future.cancel()
+            waiting.clear()
         if self._partner is not None:
             self._partner.close()
             self._partner = None
