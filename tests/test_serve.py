@@ -537,6 +537,27 @@ def test_rows_fast_path_equals_the_frame_path_and_refuses_what_it_cannot_check(
         assert model.rows_window(payload) is None, name
 
 
+def test_rows_fast_path_with_several_features(world: World) -> None:
+    """A model of two features: the fast path reads both from each row, in the model's
+    feature order whatever the rows' key order, as the frame path does; a bad value in
+    either feature leaves it to the frame path."""
+    from tsloom.serve.app import rows_to_frame
+
+    ref = train(world.settings, output_width="6h", features=["HUFL", "OT"])
+    model = reg.load(ref, settings=world.settings)
+    assert len(model.params.features) == 2
+    part = world.window.slice(2, 24)
+    payload = rows(part, ["power.etth1.OT", "power.etth1.HUFL"])  # not the model's order
+    fast = model.rows_window(payload)
+    assert fast is not None
+    values, last = model._window_values(rows_to_frame(payload))
+    np.testing.assert_array_equal(fast[0], values)
+    assert fast[0].shape == (24, 2) and fast[1] == last
+    for column in ("power.etth1.OT", "power.etth1.HUFL"):
+        bad = [*payload[:5], {**payload[5], column: "n/a"}, *payload[6:]]
+        assert model.rows_window(bad) is None, column
+
+
 def test_lone_requests_run_on_the_loop_and_equal_pool_results(world: World) -> None:
     """With `inline_ms` set, a lone request for a model with a fast forward pass runs on the
     event loop (no thread hand-off) and gives what the pool and the registry give; by
