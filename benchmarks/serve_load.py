@@ -976,10 +976,10 @@ def report(outcomes: list[Outcome], args: argparse.Namespace) -> str:
         MARKER,
         "",
         f"{cmd} — {datetime.now(UTC):%Y-%m-%d}, {machine()}; PyTorch {torch.__version__}. "
-        "**Client and servers share the same 2 cores** (and the machine was shared with "
-        "other work): the load generator's CPU time is taken from the server under test, "
-        "so req/s and latencies are figures for the whole machine; server CPU ms per "
-        "request is what a request costs the server whatever else ran.",
+        "**Client and servers share the same 2 cores**: the load generator's CPU time is "
+        "taken from the server under test, so req/s and latencies are figures for the "
+        "whole machine; server CPU ms per request is what a request costs the server "
+        "whatever else ran.",
         "",
         f"Load: {args.concurrency} concurrent keep-alive connections (a minimal HTTP/1.1 "
         f"client on asyncio streams), {args.requests:,} timed requests per row in "
@@ -1088,7 +1088,7 @@ def report(outcomes: list[Outcome], args: argparse.Namespace) -> str:
     if getattr(args, "load_before", None) is not None:
         load = (
             f" The machine's 1-minute load average was {args.load_before:.1f} when the run "
-            f"began and {args.load_after:.1f} when it ended (other work shared the cores)."
+            f"began and {args.load_after:.1f} when it ended."
         )
     if getattr(args, "capacity_before", None) is not None:
         load += (
