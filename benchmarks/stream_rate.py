@@ -444,8 +444,8 @@ def write_doc(results: dict, sensors: int, models: int, seconds: int, args) -> N
     section = f"""## Streaming
 
 `.venv/bin/python {cmd}` — {today}, {machine()}; PyTorch {torch.__version__} on the CPU
-with {args.threads} thread(s). The machine was shared with other work (1-minute load in the
-notes), so the figures are indicative.
+with {args.threads} thread(s). The machine's 1-minute load average is in the notes: other
+work on the same cores lowers the figures.
 
 {sensors:,} sensors, each reporting {PER_SECOND}× per event second ({sensors * PER_SECOND:,}
 readings per event second, {PER_MESSAGE} readings per MQTT message as a JSON array — the
