@@ -1,5 +1,6 @@
 """The catalog on every supported metadata database: SQLite, PostgreSQL and MariaDB."""
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -17,12 +18,7 @@ def catalog(request, tsloom_home: Settings) -> Catalog:
         url = tsloom_home.db_url
     else:
         url = request.getfixturevalue("pg_url" if request.param == "postgresql" else "mysql_url")
-    settings = Settings(
-        home=tsloom_home.home,
-        db_url=url,
-        lake_url=tsloom_home.lake_url,
-        registry_url=tsloom_home.registry_url,
-    )
+    settings = replace(tsloom_home, db_url=url)
     yield Catalog(settings)
     dispose_engines()
 

@@ -8,6 +8,7 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -79,11 +80,9 @@ def train(settings: Settings, spec: dict | None = None, **change) -> TrainingRun
 
 
 def make_settings(home: Path, db_url: str | None = None, registry: str | None = None):
-    return Settings(
-        home=home,
-        db_url=db_url or f"sqlite:///{home / 'tsloom.db'}",
-        lake_url=str(home / "lake"),
-        registry_url=registry or str(home / "registry"),
+    layout = Settings.at_home(home)
+    return replace(
+        layout, db_url=db_url or layout.db_url, registry_url=registry or layout.registry_url
     )
 
 

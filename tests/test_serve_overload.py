@@ -172,12 +172,7 @@ def test_many_models_overload_is_429_at_once_and_the_server_recovers(fleet: Flee
 
 
 def test_inference_stays_off_the_event_loop_unless_inline_ms_is_set(tmp_path) -> None:
-    settings = Settings(
-        home=tmp_path,
-        db_url=f"sqlite:///{tmp_path / 'tsloom.db'}",
-        lake_url=str(tmp_path / "lake"),
-        registry_url=str(tmp_path / "registry"),
-    )
+    settings = Settings.at_home(tmp_path)
     assert ServeConfig().inline_ms == 0
     assert create_app(settings, ServeConfig()).state.tsloom.batcher.inline_s == 0
     tuned = ServeConfig.from_env({"TSLOOM_SERVE_INLINE_MS": "2"})

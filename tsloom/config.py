@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +36,8 @@ class Settings:
 
     @classmethod
     def at_home(cls, home: Path) -> Settings:
-        """Everything under one folder: the SQLite catalog, the lake and the registry —
-        what :func:`load_settings` gives when only the home is set (tests, benchmarks)."""
+        """Everything under one folder: the SQLite catalog, the lake and the registry — the
+        layout :func:`load_settings` starts from before the configured URLs replace parts."""
         return cls(
             home=home,
             db_url=f"sqlite:///{home / 'tsloom.db'}",
@@ -118,15 +118,12 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     for key, var in _KEYS.items():
         if env.get(var):
             values[key], source[key] = env[var], f"env {var}"
-    home = Path(values.get("home", ".tsloom")).expanduser().absolute()
-    db_url = values.get("db_url") or f"sqlite:///{home / 'tsloom.db'}"
-    lake_url = values.get("lake_url") or str(home / "lake")
-    registry_url = values.get("registry_url") or str(home / "registry")
-    return Settings(
-        home=home,
-        db_url=db_url,
-        lake_url=lake_url.rstrip("/"),
-        registry_url=registry_url.rstrip("/"),
+    layout = Settings.at_home(Path(values.get("home", ".tsloom")).expanduser().absolute())
+    return replace(
+        layout,
+        db_url=values.get("db_url") or layout.db_url,
+        lake_url=(values.get("lake_url") or layout.lake_url).rstrip("/"),
+        registry_url=(values.get("registry_url") or layout.registry_url).rstrip("/"),
         s3_endpoint_url=values.get("s3_endpoint_url"),
         source=source,
     )
