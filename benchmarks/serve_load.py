@@ -5,7 +5,8 @@ and 100 LSTM models resident.
     .venv/bin/python benchmarks/serve_load.py [--quick] [--levels 1,10,100]
         [--requests 6000] [--rounds 8] [--concurrency 64] [--batch 32] [--wait-ms 2]
         [--inline-ms 1] [--switch-ms 0.5]
-        [--workers 1] [--runtime onnx|torch] [--systems tsloom,tsloom-torch,torchserve,plain]
+        [--workers 1] [--runtime onnx|torch]
+        [--systems tsloom,tsloom-threads,tsloom-torch,torchserve,plain]
         [--no-torchserve] [--no-write] [--report-only]
 
 Everything runs on 127.0.0.1. The script
@@ -21,9 +22,10 @@ Everything runs on 127.0.0.1. The script
   (excluded) then a fixed number of timed requests; throughput = timed requests / wall
   time, latency per request at the client;
 - systems: **tsloom** (``tsloom serve``'s app under Uvicorn, every model preloaded, dynamic
-  batching per model, ONNX Runtime by default), **tsloom-torch** (the same with runtime
-  torch, to show what each part gives), **TorchServe** 0.12 (own venv in
-  benchmarks/.work/torchserve-venv; a TorchScript export of each model plus
+  batching per model, ONNX Runtime by default with the forward passes in the server's
+  forward-pass process), **tsloom-threads** (the same with the forward passes in-process)
+  and **tsloom-torch** (runtime torch), to show what each part gives, **TorchServe** 0.12
+  (own venv in benchmarks/.work/torchserve-venv; a TorchScript export of each model plus
   benchmarks/torchserve/lstm_handler.py doing the same scaling; TorchServe's own
   batching with the same batch size; one worker process per model) and **plain
   FastAPI** (benchmarks/serve_apps.py: one forward per request).
@@ -341,17 +343,25 @@ def uvicorn_cmd(factory: str, port: int) -> list[str]:
     ]
 
 
-def start_tsloom(refs: list[str], args: argparse.Namespace, runtime: str) -> tuple[Server, str]:
+def start_tsloom(
+    refs: list[str], args: argparse.Namespace, runtime: str, **extra: str
+) -> tuple[Server, str]:
     port = free_port()
+    if runtime != "onnx" or extra.get("TSLOOM_SERVE_FORWARD_PROCESS") == "0":
+        # forward passes on the server's threads: the settings that suit them here
+        extra = {
+            "TSLOOM_SERVE_INLINE_MS": str(args.inline_ms),
+            "TSLOOM_SERVE_SWITCH_INTERVAL_MS": str(args.switch_ms),
+            **extra,
+        }
     env = _env(
         TSLOOM_SERVE_PRELOAD=",".join(refs),
         TSLOOM_SERVE_CACHE_SIZE=str(max(128, len(refs))),
         TSLOOM_SERVE_MAX_BATCH_SIZE=str(args.batch),
         TSLOOM_SERVE_MAX_WAIT_MS=str(args.wait_ms),
         TSLOOM_SERVE_WORKERS=str(args.workers),
-        TSLOOM_SERVE_INLINE_MS=str(args.inline_ms),
-        TSLOOM_SERVE_SWITCH_INTERVAL_MS=str(args.switch_ms),
         TSLOOM_SERVE_RUNTIME=runtime,
+        **extra,
     )
     name = "tsloom" if runtime == args.runtime else f"tsloom-{runtime}"
     server = Server(name, uvicorn_cmd("tsloom_app", port), env, ROOT)
@@ -719,7 +729,11 @@ def run_level(
             if system == "torchserve" and (args.ts_problem or n > args.ts_max_models):
                 continue
             started = time.perf_counter()
-            if system.startswith("tsloom"):
+            if system == "tsloom-threads":
+                server, base = start_tsloom(refs, args, "onnx", TSLOOM_SERVE_FORWARD_PROCESS="0")
+                server.name = system
+                urls = [f"{base}/v1/models/{ref}/predict" for ref in refs]
+            elif system.startswith("tsloom"):
                 runtime = args.runtime if system == "tsloom" else system.split("-", 1)[1]
                 server, base = start_tsloom(refs, args, runtime)
                 urls = [f"{base}/v1/models/{ref}/predict" for ref in refs]
@@ -787,8 +801,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--systems",
-        default="tsloom,tsloom-torch,torchserve,plain",
-        help="which to run, comma separated (tsloom-torch: tsloom with runtime torch)",
+        default=",".join(SYSTEMS),
+        help="which to run, comma separated (tsloom-threads: runtime onnx with the forward "
+        "passes in-process; tsloom-torch: runtime torch)",
     )
     parser.add_argument("--no-torchserve", action="store_true")
     parser.add_argument(
@@ -827,7 +842,7 @@ def main() -> None:
     args.warmup = args.warmup or (200 if args.quick else 600)
     args.rounds = args.rounds or (2 if args.quick else 8)
     chosen = args.systems.split(",")
-    args.systems = [x for x in ("tsloom", "tsloom-torch", "torchserve", "plain") if x in chosen]
+    args.systems = [x for x in SYSTEMS if x in chosen]
     if args.runtime == "torch" and "tsloom-torch" in args.systems:
         args.systems.remove("tsloom-torch")  # the same as tsloom
     if "torchserve" not in args.systems:
@@ -909,8 +924,10 @@ def _forward_text(args: argparse.Namespace) -> str:
 
 
 MARKER = "## Serving"
+SYSTEMS = ("tsloom", "tsloom-threads", "tsloom-torch", "torchserve", "plain")
 NAMES = {
     "tsloom": "tsloom serve",
+    "tsloom-threads": "tsloom serve, forward passes in-process",
     "tsloom-torch": "tsloom serve, runtime torch",
     "torchserve": "TorchServe 0.12",
     "plain": "plain FastAPI (one forward per request)",
@@ -994,11 +1011,15 @@ def report(outcomes: list[Outcome], args: argparse.Namespace) -> str:
         "",
         f"- tsloom: `tsloom serve`'s app (`create_app` + `ServeConfig.from_env`) under Uvicorn "
         f"without access log, every model preloaded, runtime {args.runtime}, max_batch_size "
-        f"{args.batch}, max_wait_ms {args.wait_ms:g}, workers {args.workers}, inline_ms "
+        f"{args.batch}, max_wait_ms {args.wait_ms:g}, the forward passes in the server's "
+        "forward-pass process (`forward_process`, on by default with runtime onnx). The row "
+        "'runtime torch' is the same server running the LSTM in PyTorch, as the other two "
+        f"systems do, on its inference threads ({args.workers}) with inline_ms "
         f"{args.inline_ms:g} (batches expected to take ≤ that many ms run on the event loop; "
-        "the server's default, 0, keeps all inference off it), switch_interval_ms "
-        f"{args.switch_ms:g} (0: Python's 5 ms). The row 'runtime torch' is "
-        "the same server running the LSTM in PyTorch, as the other two systems do.",
+        "the server's default, 0, keeps all inference off it) and switch_interval_ms "
+        f"{args.switch_ms:g} (0: Python's 5 ms); the row 'forward passes in-process', when "
+        "run (`--systems tsloom-threads`), is runtime onnx with forward_process off and "
+        "those same settings.",
         f"- TorchServe 0.12: a TorchScript export per model and "
         "benchmarks/torchserve/lstm_handler.py (same parsing, scaling and answer), "
         f"TorchServe's batching with batch_size {args.batch} and max_batch_delay "
@@ -1123,16 +1144,13 @@ def report(outcomes: list[Outcome], args: argparse.Namespace) -> str:
             "else (aliases, Arrow IPC, model loads, every error) goes through the FastAPI "
             "app; the decoded rows are freed before the request waits for its batch (held "
             "by every waiting request, they kept the garbage collector's young generation "
-            "full); runtime onnx runs the LSTM in ONNX Runtime; with inline_ms "
-            f"{args.inline_ms:g} a batch whose forward pass should take at most that long "
-            "runs on the event loop instead of being handed to an inference thread (batches "
-            "of one handed over one by one cost about twice the CPU per request at 100 "
-            "models), while a bigger one goes to the inference thread, which with "
-            f"switch_interval_ms {args.switch_ms:g} gets the GIL back within that long "
-            "instead of 5 ms, so its forward pass overlaps the loop's parsing of the next "
-            "requests; the batches closed in one turn of the loop run as a group, half of "
-            "them on a partner thread meanwhile — forward passes release the GIL, so with "
-            "many models both cores compute for one hand-off per group; a lone request does "
+            "full); runtime onnx runs the LSTM in ONNX Runtime, in a child process of the "
+            "server's own (the forward-pass process): the event loop sends the batches "
+            "closed in each of its turns there in one write over a Unix socket and reads "
+            "the forecasts back in one read, so the forward passes — at 100 models a whole "
+            "one per request — run on the second core without ever holding the server's "
+            "GIL (run in-process, on the loop or on a thread, each one held up the loop as it "
+            "started and ended); a lone request does "
             "not wait for company that did not come last time; and the objects alive at "
             "start-up are frozen out of the garbage collector's full passes (which took "
             "hundreds of milliseconds with 100 models resident).",

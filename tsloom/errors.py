@@ -17,6 +17,11 @@ class TsloomError(Exception):
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
 
+    def __reduce__(self) -> tuple:
+        """Pickle what the error holds, whatever a subclass's ``__init__`` takes: an error
+        raised in the server's forward-pass process reaches the caller as itself."""
+        return _rebuild, (type(self), self.args, self.__dict__)
+
 
 class ConfigError(TsloomError):
     """Settings that cannot be used (bad URL, unreadable tsloom.toml)."""
@@ -54,3 +59,10 @@ def validation_problems(exc: Exception, root: str) -> str:
         f"{err['msg'].removeprefix('Value error, ')}"
         for err in exc.errors()  # type: ignore[attr-defined]
     )
+
+
+def _rebuild(kind: type[TsloomError], args: tuple, state: dict) -> TsloomError:
+    error = kind.__new__(kind)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error

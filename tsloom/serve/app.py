@@ -86,6 +86,7 @@ class ServerState:
             inline_s=config.inline_ms / 1000.0,
             parallel=config.workers,
             metrics=self.metrics,
+            forward_process=config.runtime == "onnx" and config.forward_process,
         )
         self.ready = False
         self.preload_errors: dict[str, str] = {}
@@ -269,6 +270,12 @@ class ServerState:
                 self.preload_errors[text] = getattr(exc, "message", None) or str(exc)
         self.ready = True
 
+    async def apreload(self) -> None:
+        """:meth:`preload` off the event loop, then hand the resident models to the
+        batcher's forward-pass process, so that neither waits for the first requests."""
+        await run_in_threadpool(self.preload)
+        self.batcher.prepare([self.cache.peek(ref) for ref in self.cache.resident()])
+
 
 # ------------------------------------------------------------------ request helpers
 
@@ -417,7 +424,7 @@ def create_app(settings: Settings | None = None, config: ServeConfig | None = No
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await run_in_threadpool(state.preload)
+        await state.apreload()
         # What exists now (libraries, preloaded models) lives as long as the server: out
         # of the collector's sight, a full collection no longer walks it — on a server
         # with many models resident each took hundreds of milliseconds, stalling requests.
@@ -662,7 +669,7 @@ def _routes(app: FastAPI, state: ServerState) -> None:
             evicted = [r for text in ref for r in state.forget(await state.aresolve(text))]
         else:
             evicted = state.forget()
-            await run_in_threadpool(state.preload)
+            await state.apreload()
         return {"evicted": evicted, "resident": state.cache.resident()}
 
     # -------------------------------------------------------------- integrations
