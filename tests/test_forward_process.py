@@ -28,7 +28,7 @@ from tsloom.forecast.scalers import FittedScaler
 from tsloom.integrate import IntegrationSpec, integrate
 from tsloom.serve import ServeConfig, create_app
 from tsloom.serve.batching import Batcher, predict_batch
-from tsloom.serve.forward_process import TO_CHILD, ForwardProcess
+from tsloom.serve.forward_process import TO_CHILD, ForwardProcess, NotRunHere
 
 SPEC = {"sources": ["power.etth1"], "freq": "1h", "start": "2016-07-01", "end": "2016-08-15"}
 
@@ -140,7 +140,7 @@ def test_collected_models_are_forgotten_by_the_child(world: World) -> None:
             proc._jobs[999] = lambda results, _s: future.set_result(results)
             proc._schedule_write()
             error = await asyncio.wait_for(future, 60)
-            assert isinstance(error, KeyError) and "not loaded" in str(error)
+            assert isinstance(error, NotRunHere) and "not loaded" in str(error)
         finally:
             proc.close()
 
@@ -165,6 +165,30 @@ def test_when_the_child_dies_its_batches_run_in_process(world: World) -> None:
             assert not proc.alive
             again = await batcher.submit("m", world.model, world.windows[0])
             assert np.array_equal(again, want)  # later batches: in-process
+            await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_a_model_the_child_cannot_open_runs_in_process(world: World) -> None:
+    class Unopenable:
+        """The world's predictor in-process, but bytes the child cannot open."""
+
+        model_bytes = b"not an ONNX graph"
+
+        def __call__(self, x: np.ndarray) -> np.ndarray:
+            return world.model.onnx_predictor(x)
+
+    model = LogScaled(world)
+    model.onnx_predictor = Unopenable()
+    window = np.abs(world.windows[0]) + 1.0
+
+    async def main() -> None:
+        with ThreadPoolExecutor(1) as pool:
+            batcher = Batcher(pool, max_wait=0.0, forward_process=True)
+            got = await asyncio.wait_for(batcher.submit("m", model, window), 60)
+            assert np.array_equal(got, predict_batch(LogScaled(world), [window])[0])
+            assert next(iter(batcher._processes.values())).alive  # the child lives on
             await batcher.close()
 
     asyncio.run(main())

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from tsloom.serve.forward_process import ForwardProcess, ForwardProcessDied, can_run
+from tsloom.serve.forward_process import ForwardProcess, NotRunHere, can_run
 from tsloom.serve.metrics import Metrics
 
 INLINE_S = 0.0  # a batch expected to run within this runs on the event loop (0: never)
@@ -157,7 +157,7 @@ class Batcher:
     a child process (:class:`~tsloom.serve.forward_process.ForwardProcess`, one per event
     loop, started with the first such batch or by :meth:`prepare`), which runs its forward
     pass with an interpreter of its own; should that process die, its batches in flight
-    and all later ones run here as above."""
+    and all later ones run here as above (as does a batch whose model it could not open)."""
 
     def __init__(
         self,
@@ -329,8 +329,8 @@ class Batcher:
         return True
 
     def _from_process(self, lane: _Lane, batch: list, results: Any, seconds: float | None) -> None:
-        if isinstance(results, ForwardProcessDied):
-            self._to_pool(lane, batch)  # run here instead: the callers still get answers
+        if isinstance(results, NotRunHere):  # the child died, or cannot run this model
+            self._to_pool(lane, batch)  # so it runs here: the callers still get answers
             return
         lane.busy = False
         if isinstance(results, BaseException):

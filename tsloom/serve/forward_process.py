@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ForwardProcess", "ForwardProcessDied", "can_run"]
+__all__ = ["ForwardProcess", "ForwardProcessDied", "NotRunHere", "can_run"]
 
 log = logging.getLogger("tsloom.serve")
 
@@ -60,7 +60,12 @@ LAST_JOB = 0xFFFFFFF0
 Done = Callable[[Any, "float | None"], None]  # (results or an exception, seconds)
 
 
-class ForwardProcessDied(RuntimeError):
+class NotRunHere(RuntimeError):
+    """The forward-pass process could not run a batch (its model's session would not open
+    there, or the model is unknown to it): the batch is to run in-process instead."""
+
+
+class ForwardProcessDied(NotRunHere):
     """The forward-pass process exited; its jobs come back with this, to be run in-process."""
 
 
@@ -74,8 +79,9 @@ class ForwardProcess:
 
     ``send(model, windows, done)`` queues a batch; ``done(results, seconds)`` is called on
     the loop with one forecast array per window (or an exception in a window's place), or
-    with an exception for the whole batch. If the child dies, every batch in flight comes
-    back with :class:`ForwardProcessDied` and :attr:`alive` turns false."""
+    with an exception for the whole batch — :class:`NotRunHere` when the child could not
+    run it at all. If the child dies, every batch in flight comes back with
+    :class:`ForwardProcessDied` and :attr:`alive` turns false."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -199,20 +205,23 @@ class ForwardProcess:
         buf = self._in
         buf += chunk
         at, head = 0, FROM_CHILD.size
-        while len(buf) - at >= head:
-            status, job, n, width, size, seconds = FROM_CHILD.unpack_from(buf, at)
-            if len(buf) - at - head < size:
-                break
-            payload = bytes(buf[at + head : at + head + size])
-            at += head + size
-            done = self._jobs.pop(job, None)
-            if done is None:
-                continue
-            if status == OK:
-                done(list(np.frombuffer(payload, dtype=np.float64).reshape(n, width)), seconds)
-            else:
-                done(pickle.loads(payload), seconds if status == MIXED else None)
-        del buf[:at]
+        try:
+            while len(buf) - at >= head:
+                status, job, n, width, size, seconds = FROM_CHILD.unpack_from(buf, at)
+                if len(buf) - at - head < size:
+                    break
+                payload = bytes(buf[at + head : at + head + size])
+                at += head + size
+                done = self._jobs.pop(job, None)
+                if done is None:
+                    continue
+                if status == OK:
+                    rows = np.frombuffer(payload, dtype=np.float64).reshape(n, width)
+                    done(list(rows), seconds)
+                else:
+                    done(pickle.loads(payload), seconds if status == MIXED else None)
+        finally:  # what was handed on is gone from the buffer, whatever a callback raised
+            del buf[:at]
 
     def _died(self, exc: BaseException | None) -> None:
         if not self.alive:
@@ -254,7 +263,7 @@ class ForwardProcess:
 
 def _forecast(entry: Any, x: np.ndarray) -> np.ndarray:
     """What ``predict_batch`` computes on the ONNX path, for windows `x` (n, steps, feats)."""
-    if isinstance(entry, BaseException):  # the model's session could not be opened
+    if isinstance(entry, NotRunHere):  # the model's session could not be opened here
         raise entry
     predictor, scaler, target = entry
     n, steps, feats = x.shape
@@ -288,7 +297,7 @@ def _answer(entry: Any, x: np.ndarray, job: int) -> bytes:
     try:
         y = _forecast(entry, x)
     except Exception as exc:
-        if len(x) == 1:
+        if len(x) == 1 or isinstance(exc, NotRunHere):
             data = _pickled(exc)
             return FROM_CHILD.pack(FAILED, job, 1, 0, len(data), 0.0) + data
         rows: list[Any] = []  # one bad window fails only its own request
@@ -311,8 +320,8 @@ def _open(payload: bytes) -> Any:
     try:
         data, scaler, target = pickle.loads(payload)
         return OnnxPredictor(data, threads=1), scaler, target
-    except Exception as exc:  # its jobs fail with this
-        return exc
+    except Exception as exc:  # its jobs go back, to run in-process
+        return NotRunHere(f"the forward-pass process could not open the model: {exc}")
 
 
 def serve_forever(sock: socket.socket) -> None:
@@ -337,9 +346,7 @@ def serve_forever(sock: socket.socket) -> None:
             elif kind == FORGET:
                 models.pop(ident, None)
             elif kind == JOB:
-                entry = models.get(
-                    mid, KeyError(f"model {mid} is not loaded in the forward-pass process")
-                )
+                entry = models.get(mid) or NotRunHere(f"model {mid} is not loaded here")
                 x = np.frombuffer(payload, dtype=np.float64).reshape(n, steps, feats)
                 out += _answer(entry, x, ident)
                 if (now := time.perf_counter()) - flushed >= FLUSH_AFTER_S:
@@ -351,9 +358,18 @@ def serve_forever(sock: socket.socket) -> None:
             sock.sendall(out)
 
 
-if __name__ == "__main__":
+def main(fd: int) -> None:
+    """The child's entry point: serve on the inherited socket `fd` until it closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the server, which stops us
-    with socket.socket(fileno=int(sys.argv[1])) as channel:
+    with socket.socket(fileno=fd) as channel:
         channel.setblocking(True)
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             serve_forever(channel)
+
+
+if __name__ == "__main__":
+    # run from the module imported under its own name, so that what the child pickles
+    # (NotRunHere) unpickles in the server as the same class
+    from tsloom.serve.forward_process import main as run
+
+    run(int(sys.argv[1]))
