@@ -927,7 +927,7 @@ MARKER = "## Serving"
 SYSTEMS = ("tsloom", "tsloom-threads", "tsloom-torch", "torchserve", "plain")
 NAMES = {
     "tsloom": "tsloom serve",
-    "tsloom-threads": "tsloom serve, forward passes in-process",
+    "tsloom-threads": "tsloom serve, runtime onnx, forward passes in-process",
     "tsloom-torch": "tsloom serve, runtime torch",
     "torchserve": "TorchServe 0.12",
     "plain": "plain FastAPI (one forward per request)",
@@ -1017,9 +1017,8 @@ def report(outcomes: list[Outcome], args: argparse.Namespace) -> str:
         f"systems do, on its inference threads ({args.workers}) with inline_ms "
         f"{args.inline_ms:g} (batches expected to take ≤ that many ms run on the event loop; "
         "the server's default, 0, keeps all inference off it) and switch_interval_ms "
-        f"{args.switch_ms:g} (0: Python's 5 ms); the row 'forward passes in-process', when "
-        "run (`--systems tsloom-threads`), is runtime onnx with forward_process off and "
-        "those same settings.",
+        f"{args.switch_ms:g} (0: Python's 5 ms); the row 'forward passes in-process' is "
+        "runtime onnx with forward_process off and those same settings.",
         f"- TorchServe 0.12: a TorchScript export per model and "
         "benchmarks/torchserve/lstm_handler.py (same parsing, scaling and answer), "
         f"TorchServe's batching with batch_size {args.batch} and max_batch_delay "
@@ -1032,7 +1031,7 @@ def report(outcomes: list[Outcome], args: argparse.Namespace) -> str:
     ]
     ts_runs = [o for o in outcomes if o.system == "torchserve" and o.rss_mib]
     for n in levels:
-        for system in ("tsloom", "tsloom-torch", "torchserve", "plain"):
+        for system in SYSTEMS:
             o = by.get((n, system))
             if o is None:
                 if system == "torchserve":
@@ -1135,7 +1134,8 @@ def report(outcomes: list[Outcome], args: argparse.Namespace) -> str:
             "systems is the request path; at 100 models every batch holds one request and "
             "each pays a whole forward pass, so the ratio falls towards the ratio of request "
             "path plus forward pass. Server CPU per request in this run: tsloom "
-            f"{cpu_span('tsloom')}, tsloom with runtime torch {cpu_span('tsloom-torch')}, "
+            f"{cpu_span('tsloom')}, tsloom with the forward passes in-process "
+            f"{cpu_span('tsloom-threads')}, tsloom with runtime torch {cpu_span('tsloom-torch')}, "
             f"plain FastAPI {cpu_span('plain')}, TorchServe {cpu_span('torchserve')} ms. "
             "What makes tsloom's path the lighter one: the common prediction (JSON rows for "
             "a resident model named by its full ref) is served by a fast lane in front of "
