@@ -163,6 +163,7 @@ def test_when_the_child_dies_its_batches_run_in_process(world: World) -> None:
             os.kill(proc.proc.pid, signal.SIGKILL)  # ... until the child dies
             assert np.array_equal(await asyncio.wait_for(pending, 60), want)
             assert not proc.alive
+            assert batcher.forward_process_state().startswith("failed (exit code -9)")
             again = await batcher.submit("m", world.model, world.windows[0])
             assert np.array_equal(again, want)  # later batches: in-process
             await batcher.close()
@@ -210,6 +211,10 @@ def test_the_server_sends_onnx_forward_passes_to_the_process(world: World) -> No
             answers[enabled] = got.json()["predictions"]
             procs = list(batcher._processes.values())
             assert len(procs) == (1 if enabled else 0)
+            ready = client.get("/readyz").json()["forward_process"]
+            assert ready.startswith("running (pid") if enabled else ready == "off"
+            running = f"tsloom_forward_processes_running {1.0 if enabled else 0.0}"
+            assert running in client.get("/metrics").text
         if enabled:  # stopped with the server
             assert procs[0].proc.poll() is not None
     assert answers[True] == answers[False]

@@ -536,6 +536,7 @@ def _routes(app: FastAPI, state: ServerState) -> None:
         body = {
             "status": "ready" if not problems else "not ready",
             "resident": len(state.cache.resident()),
+            "forward_process": state.batcher.forward_process_state(),
             **({"problems": problems} if problems else {}),
         }
         return JSONResponse(body, status_code=200 if not problems else 503)

@@ -196,6 +196,9 @@ class Batcher:
         self._outstanding = 0  # admitted and not yet answered, across all lanes
         if metrics:  # read when scraped, not counted per request
             metrics.queued.set_function(self.pending)
+            metrics.forward_processes.set_function(
+                lambda: sum(p.alive for p in self._processes.values())
+            )
         self.batches: list[int] = []  # recent batch sizes (bounded), for tests and stats
         self.inline_batches = 0  # batches run on the event loop (for tests and stats)
         self.partnered = 0  # of those, run by the partner thread while the loop waited
@@ -301,6 +304,14 @@ class Batcher:
             proc = self._process(asyncio.get_running_loop())
             for model in runnable:
                 proc.register(model)
+
+    def forward_process_state(self) -> str:
+        """What the forward-pass process is doing, for /readyz: off, not started yet,
+        running, or failed (forward passes then run in-process)."""
+        if not self.forward_process:
+            return "off"
+        states = [p.describe() for p in self._processes.values()]
+        return "; ".join(states) if states else "starts with the first ONNX batch"
 
     def _process(self, loop: asyncio.AbstractEventLoop) -> ForwardProcess:
         proc = self._processes.get(loop)

@@ -100,6 +100,7 @@ class ForwardProcess:
         parent.setblocking(False)
         self.sock = parent
         self.alive = True
+        self.failure: str | None = None  # why the child died, once it has
         self._ids: dict[int, int] = {}  # id(model) → its id in the child
         self._next_model = 1
         self._next_job = 1
@@ -114,6 +115,12 @@ class ForwardProcess:
     @property
     def in_flight(self) -> int:
         return len(self._jobs)
+
+    def describe(self) -> str:
+        """For /readyz: running (with its pid), or why it failed."""
+        if self.failure is not None:
+            return f"failed ({self.failure}); forward passes run in-process"
+        return f"running (pid {self.proc.pid})" if self.alive else "stopped"
 
     # -- to the child (on the loop)
 
@@ -228,8 +235,12 @@ class ForwardProcess:
             return
         self.alive = False
         self._detach()
-        code = self.proc.poll()
+        try:  # the socket closes as the child exits: its exit code follows at once
+            code = self.proc.wait(0.5)
+        except subprocess.TimeoutExpired:
+            code = None
         why = f"exit code {code}" if code is not None else str(exc or "connection closed")
+        self.failure = why
         log.error("the forward-pass process failed (%s); forward passes run in-process now", why)
         error = ForwardProcessDied(f"the forward-pass process failed ({why})")
         jobs, self._jobs = self._jobs, {}

@@ -72,6 +72,12 @@ class Metrics:
         self.queued = Gauge(
             "tsloom_predictions_queued", "Predictions waiting for a batch", registry=r
         )
+        self.forward_processes = Gauge(
+            "tsloom_forward_processes_running",
+            "Forward-pass processes alive (0 with runtime torch, or after one failed: "
+            "forward passes then run in-process)",
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
