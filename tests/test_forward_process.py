@@ -88,6 +88,22 @@ def test_answers_equal_the_in_process_onnx_path(world: World) -> None:
     asyncio.run(main())
 
 
+def test_the_child_sessions_get_the_configured_intra_op_threads(world: World) -> None:
+    async def tasks(threads: int) -> int:
+        proc = ForwardProcess(asyncio.get_running_loop(), threads=threads)
+        try:
+            await _ask(proc, world.model, world.windows[:1])
+            return len(os.listdir(f"/proc/{proc.proc.pid}/task"))
+        finally:
+            proc.close()
+
+    async def main() -> None:
+        one, three = await tasks(1), await tasks(3)
+        assert three == one + 2  # ONNX Runtime's intra-op pool: threads - 1 of its own
+
+    asyncio.run(main())
+
+
 class LogScaled:
     """The world's network behind a log scaler: a window holding 0 cannot be scaled."""
 

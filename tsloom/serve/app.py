@@ -87,6 +87,7 @@ class ServerState:
             parallel=config.workers,
             metrics=self.metrics,
             forward_process=config.runtime == "onnx" and config.forward_process,
+            onnx_threads=config.onnx_threads,
         )
         self.ready = False
         self.preload_errors: dict[str, str] = {}

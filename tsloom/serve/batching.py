@@ -172,10 +172,12 @@ class Batcher:
         inline_s: float = INLINE_S,
         parallel: int = 1,
         forward_process: bool = False,
+        onnx_threads: int = 1,
     ) -> None:
         self.executor = executor
         self.forward_process = forward_process
         self._processes: dict[asyncio.AbstractEventLoop, ForwardProcess] = {}
+        self.onnx_threads = onnx_threads  # intra-op threads of the process's sessions
         self.parallel = max(1, parallel)  # pool jobs in flight at once (its threads)
         self.max_batch = max_batch
         self.max_wait = max_wait
@@ -316,7 +318,7 @@ class Batcher:
     def _process(self, loop: asyncio.AbstractEventLoop) -> ForwardProcess:
         proc = self._processes.get(loop)
         if proc is None:
-            proc = self._processes[loop] = ForwardProcess(loop)
+            proc = self._processes[loop] = ForwardProcess(loop, threads=self.onnx_threads)
         return proc
 
     def _to_process(self, lane: _Lane, batch: list) -> bool:

@@ -83,7 +83,7 @@ class ForwardProcess:
     run it at all. If the child dies, every batch in flight comes back with
     :class:`ForwardProcessDied` and :attr:`alive` turns false."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, threads: int = 1) -> None:
         self.loop = loop
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         for end in (parent, child):
@@ -91,7 +91,13 @@ class ForwardProcess:
             end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tsloom.serve.forward_process", str(child.fileno())],
+                [
+                    sys.executable,
+                    "-m",
+                    "tsloom.serve.forward_process",
+                    str(child.fileno()),
+                    str(max(1, threads)),
+                ],
                 pass_fds=(child.fileno(),),
                 env={**os.environ, "OMP_NUM_THREADS": "1"},
             )
@@ -325,19 +331,20 @@ def _answer(entry: Any, x: np.ndarray, job: int) -> bytes:
     return FROM_CHILD.pack(OK, job, n, width, y.nbytes, seconds) + y.tobytes()
 
 
-def _open(payload: bytes) -> Any:
+def _open(payload: bytes, threads: int = 1) -> Any:
     from tsloom.forecast.onnx_runtime import OnnxPredictor
 
     try:
         data, scaler, target = pickle.loads(payload)
-        return OnnxPredictor(data, threads=1), scaler, target
+        return OnnxPredictor(data, threads=threads), scaler, target
     except Exception as exc:  # its jobs go back, to run in-process
         return NotRunHere(f"the forward-pass process could not open the model: {exc}")
 
 
-def serve_forever(sock: socket.socket) -> None:
+def serve_forever(sock: socket.socket, threads: int = 1) -> None:
     """The child's loop: read whole records, run them, write answers (in batches of
-    about FLUSH_AFTER_S of work) until the server closes the socket."""
+    about FLUSH_AFTER_S of work) until the server closes the socket. `threads`: each
+    ONNX Runtime session's intra-op threads."""
     models: dict[int, Any] = {}
     buf = bytearray()
     head = TO_CHILD.size
@@ -353,7 +360,7 @@ def serve_forever(sock: socket.socket) -> None:
             payload = bytes(buf[at + head : at + head + size])
             at += head + size
             if kind == REGISTER:
-                models[ident] = _open(payload)
+                models[ident] = _open(payload, threads)
             elif kind == FORGET:
                 models.pop(ident, None)
             elif kind == JOB:
@@ -369,13 +376,13 @@ def serve_forever(sock: socket.socket) -> None:
             sock.sendall(out)
 
 
-def main(fd: int) -> None:
+def main(fd: int, threads: int = 1) -> None:
     """The child's entry point: serve on the inherited socket `fd` until it closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the server, which stops us
     with socket.socket(fileno=fd) as channel:
         channel.setblocking(True)
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            serve_forever(channel)
+            serve_forever(channel, threads)
 
 
 if __name__ == "__main__":
@@ -383,4 +390,4 @@ if __name__ == "__main__":
     # (NotRunHere) unpickles in the server as the same class
     from tsloom.serve.forward_process import main as run
 
-    run(int(sys.argv[1]))
+    run(int(sys.argv[1]), int(sys.argv[2]))
