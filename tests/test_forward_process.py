@@ -163,25 +163,50 @@ def test_collected_models_are_forgotten_by_the_child(world: World) -> None:
     asyncio.run(main())
 
 
-def test_when_the_child_dies_its_batches_run_in_process(world: World) -> None:
+def test_when_the_child_dies_its_batches_run_in_process_and_it_restarts(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tsloom.serve.batching as batching
+
+    monkeypatch.setattr(batching, "RESTARTS", 1)  # one restart, then in-process for good
     want = predict_batch(world.model, world.windows[:1])[0]
 
     async def main() -> None:
         with ThreadPoolExecutor(1) as pool:
             batcher = Batcher(pool, max_wait=0.0, forward_process=True)
             batcher.prepare([world.model])
-            proc = next(iter(batcher._processes.values()))
-            assert np.array_equal(await batcher.submit("m", world.model, world.windows[0]), want)
-            os.kill(proc.proc.pid, signal.SIGSTOP)  # the next batch stays in flight ...
-            pending = asyncio.ensure_future(batcher.submit("m", world.model, world.windows[0]))
-            while proc.in_flight == 0:
+
+            def current() -> ForwardProcess:
+                return next(iter(batcher._processes.values()))
+
+            async def ask() -> np.ndarray:
+                return await asyncio.wait_for(
+                    batcher.submit("m", world.model, world.windows[0]), 60
+                )
+
+            first = current()
+            assert np.array_equal(await ask(), want)
+            os.kill(first.proc.pid, signal.SIGSTOP)  # the next batch stays in flight ...
+            pending = asyncio.ensure_future(ask())
+            while first.in_flight == 0:
                 await asyncio.sleep(0.01)
-            os.kill(proc.proc.pid, signal.SIGKILL)  # ... until the child dies
-            assert np.array_equal(await asyncio.wait_for(pending, 60), want)
-            assert not proc.alive
+            os.kill(first.proc.pid, signal.SIGKILL)  # ... until the child dies
+            assert np.array_equal(await pending, want)  # run in-process instead
+            assert not first.alive
             assert batcher.forward_process_state().startswith("failed (exit code -9)")
-            again = await batcher.submit("m", world.model, world.windows[0])
-            assert np.array_equal(again, want)  # later batches: in-process
+
+            assert np.array_equal(await ask(), want)  # the next batch starts a new child
+            second = current()
+            assert second is not first and second.alive and second.proc.pid != first.proc.pid
+            assert second.in_flight == 0 and first.proc.poll() is not None
+            state = batcher.forward_process_state()
+            assert state.startswith("running (pid") and "last after exit code -9" in state
+
+            os.kill(second.proc.pid, signal.SIGKILL)  # a second failure: no more restarts
+            while second.alive:
+                await asyncio.sleep(0.01)
+            assert np.array_equal(await ask(), want)  # in-process from now on
+            assert current() is second and batcher.forward_process_state().startswith("failed")
             await batcher.close()
 
     asyncio.run(main())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import queue
 import threading
 import time
@@ -25,6 +26,10 @@ from tsloom.serve.forward_process import ForwardProcess, NotRunHere, can_run
 from tsloom.serve.metrics import Metrics
 
 INLINE_S = 0.0  # a batch expected to run within this runs on the event loop (0: never)
+RESTARTS = 3  # a failed forward-pass process is started again at most this often ...
+RESTART_WINDOW_S = 60.0  # ... within this long; then forward passes stay in-process
+
+log = logging.getLogger("tsloom.serve")
 
 
 class Overloaded(Exception):
@@ -156,8 +161,10 @@ class Batcher:
     With `forward_process`, every batch of a model with an ONNX predictor goes instead to
     a child process (:class:`~tsloom.serve.forward_process.ForwardProcess`, one per event
     loop, started with the first such batch or by :meth:`prepare`), which runs its forward
-    pass with an interpreter of its own; should that process die, its batches in flight
-    and all later ones run here as above (as does a batch whose model it could not open)."""
+    pass with an interpreter of its own. Should that process die, its batches in flight run
+    here as above, and the next batch starts a new one — at most `RESTARTS` times in
+    `RESTART_WINDOW_S`; a process that keeps failing leaves all forward passes here. A
+    batch whose model the process could not open runs here as well."""
 
     def __init__(
         self,
@@ -178,6 +185,8 @@ class Batcher:
         self.forward_process = forward_process
         self._processes: dict[asyncio.AbstractEventLoop, ForwardProcess] = {}
         self.onnx_threads = onnx_threads  # intra-op threads of the process's sessions
+        self._restarts: deque[float] = deque()  # when failed processes were replaced
+        self.last_failure: str | None = None  # why the last replaced process failed
         self.parallel = max(1, parallel)  # pool jobs in flight at once (its threads)
         self.max_batch = max_batch
         self.max_wait = max_wait
@@ -313,13 +322,35 @@ class Batcher:
         if not self.forward_process:
             return "off"
         states = [p.describe() for p in self._processes.values()]
-        return "; ".join(states) if states else "starts with the first ONNX batch"
+        if not states:
+            return "starts with the first ONNX batch"
+        if self.last_failure is not None:
+            states.append(
+                f"restarted {len(self._restarts)}× lately, last after {self.last_failure}"
+            )
+        return "; ".join(states)
 
     def _process(self, loop: asyncio.AbstractEventLoop) -> ForwardProcess:
+        """The loop's forward-pass process: started on first use, and started again after
+        it failed unless it has failed too often lately."""
         proc = self._processes.get(loop)
+        if proc is not None and proc.failure is not None and self._may_restart():
+            self.last_failure = proc.failure
+            log.warning("starting the forward-pass process again (it failed: %s)", proc.failure)
+            proc.close()
+            proc = None
         if proc is None:
             proc = self._processes[loop] = ForwardProcess(loop, threads=self.onnx_threads)
         return proc
+
+    def _may_restart(self) -> bool:
+        now = time.monotonic()
+        while self._restarts and now - self._restarts[0] > RESTART_WINDOW_S:
+            self._restarts.popleft()
+        if len(self._restarts) >= RESTARTS:
+            return False
+        self._restarts.append(now)
+        return True
 
     def _to_process(self, lane: _Lane, batch: list) -> bool:
         """Send `batch` to the forward-pass process, if it is enabled, alive and can run
