@@ -247,7 +247,7 @@ class ForwardProcess:
             code = None
         why = f"exit code {code}" if code is not None else str(exc or "connection closed")
         self.failure = why
-        log.error("the forward-pass process failed (%s); forward passes run in-process now", why)
+        log.error("the forward-pass process failed (%s); its batches run in-process", why)
         error = ForwardProcessDied(f"the forward-pass process failed ({why})")
         jobs, self._jobs = self._jobs, {}
         for done in jobs.values():
