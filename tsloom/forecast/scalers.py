@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -62,6 +63,16 @@ class FittedScaler:
         if self.kind == "robust_log":
             return np.expm1(z)
         return z
+
+    def around(
+        self, forward: Callable[[np.ndarray], np.ndarray], windows: np.ndarray, feature: int
+    ) -> np.ndarray:
+        """`forward` run on `windows` (n, steps, features) in the original units, scaled
+        first; its outputs back in the original units of `feature` — how every served
+        forecast is made, in the server and in its forward-pass process alike."""
+        n, steps, feats = windows.shape
+        scaled = self.transform(windows.reshape(-1, feats)).reshape(n, steps, feats)
+        return self.inverse(forward(scaled), feature)
 
     def state(self) -> dict[str, Any]:
         return {

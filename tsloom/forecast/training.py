@@ -49,9 +49,7 @@ class TrainResult:
         window = np.asarray(window, dtype=np.float64)
         single = window.ndim == 2
         batch = window[None] if single else window
-        n, steps, feats = batch.shape
-        scaled = self.scaler.transform(batch.reshape(-1, feats)).reshape(n, steps, feats)
-        out = self.scaler.inverse(self.predict_scaled(scaled), self.params.target_index)
+        out = self.scaler.around(self.predict_scaled, batch, self.params.target_index)
         return out[0] if single else out
 
 

@@ -3,6 +3,7 @@ with the same preprocessing and inverse scaling as at training time."""
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
@@ -229,9 +230,8 @@ class RegisteredModel:
         from tsloom.forecast.training import predict_scaled
 
         p = self.params
-        scaled = self.scaler.transform(values)[None]
-        out = predict_scaled(self.model, scaled, p)
-        return self.scaler.inverse(out, p.target_index)[0]
+        forward = functools.partial(predict_scaled, self.model, params=p)
+        return self.scaler.around(forward, values[None], p.target_index)[0]
 
     def predict(self, window: Any, *, end: datetime | None = None) -> pl.DataFrame:
         """Forecast from a window of raw readings.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import queue
 import threading
@@ -51,32 +52,32 @@ def predict_batch(model: Any, windows: Sequence[np.ndarray]) -> list[np.ndarray]
     one registered model in one forward pass; the same arithmetic as
     ``RegisteredModel.predict`` does for one window. A model loaded by a server with
     ``runtime="onnx"`` carries an ``onnx_predictor`` that replaces the torch forward pass."""
-    p = model.params
     if len(windows) == 1:
         x = np.asarray(windows[0], dtype=np.float64)[None]
     else:
         x = np.stack([np.asarray(w, dtype=np.float64) for w in windows])
-    n, steps, feats = x.shape
-    scaled = model.scaler.transform(x.reshape(-1, feats)).reshape(n, steps, feats)
     onnx = getattr(model, "onnx_predictor", None)  # set at load when runtime="onnx"
-    net = model.model
-    if onnx is not None:
-        return list(model.scaler.inverse(onnx(scaled), p.target_index))
-    import torch  # after the ONNX path, which needs neither import (each costs per call)
+    forward = onnx if onnx is not None else functools.partial(_torch_forward, model)
+    return list(model.scaler.around(forward, x, model.params.target_index))
+
+
+def _torch_forward(model: Any, scaled: np.ndarray) -> np.ndarray:
+    """The registered network on scaled windows: what ``predict_scaled`` does."""
+    import torch  # only here: the ONNX path needs neither import (each costs per call)
 
     from tsloom.forecast.training import _summarise, predict_scaled
 
-    if net.training or n > 4096:  # predict_scaled puts it in eval mode, in chunks
+    net, p = model.model, model.params
+    if net.training or len(scaled) > 4096:  # predict_scaled puts it in eval mode, in chunks
         with torch.inference_mode():
-            out = predict_scaled(net, scaled, p)
-    else:  # what predict_scaled does for one chunk, without walking the modules each time
-        device = next((q.device for q in net.parameters()), torch.device("cpu"))
-        with torch.inference_mode():
-            y = net(torch.as_tensor(scaled.astype(np.float32), device=device))
-            if p.output != "step" and getattr(net, "trainable", True) is False:
-                y = _summarise(y, p.output)
-            out = y.cpu().numpy()
-    return list(model.scaler.inverse(out, p.target_index))
+            return predict_scaled(net, scaled, p)
+    # what predict_scaled does for one chunk, without walking the modules each time
+    device = next((q.device for q in net.parameters()), torch.device("cpu"))
+    with torch.inference_mode():
+        y = net(torch.as_tensor(scaled.astype(np.float32), device=device))
+        if p.output != "step" and getattr(net, "trainable", True) is False:
+            y = _summarise(y, p.output)
+        return y.cpu().numpy()
 
 
 def _failed(group: list, exc: BaseException) -> list[tuple[list[Any], None]]:

@@ -283,9 +283,7 @@ def _forecast(entry: Any, x: np.ndarray) -> np.ndarray:
     if isinstance(entry, NotRunHere):  # the model's session could not be opened here
         raise entry
     predictor, scaler, target = entry
-    n, steps, feats = x.shape
-    scaled = scaler.transform(x.reshape(-1, feats)).reshape(n, steps, feats)
-    return np.ascontiguousarray(scaler.inverse(predictor(scaled), target), dtype=np.float64)
+    return np.ascontiguousarray(scaler.around(predictor, x, target), dtype=np.float64)
 
 
 def _pickled(value: Any) -> bytes:

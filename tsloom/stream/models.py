@@ -227,8 +227,8 @@ def predict_windows(model: Any, windows: np.ndarray) -> np.ndarray:
     from tsloom.forecast.training import predict_scaled
 
     p = model.params
-    n, steps, feats = windows.shape
-    scaled = model.scaler.transform(windows.reshape(-1, feats)).reshape(n, steps, feats)
     with torch.inference_mode():
-        out = predict_scaled(model.model, scaled, p)
-    return np.asarray(model.scaler.inverse(out, p.target_index), dtype=np.float64).reshape(n, -1)
+        out = model.scaler.around(
+            lambda scaled: predict_scaled(model.model, scaled, p), windows, p.target_index
+        )
+    return np.asarray(out, dtype=np.float64).reshape(len(windows), -1)
