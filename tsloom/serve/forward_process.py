@@ -223,7 +223,7 @@ class ForwardProcess:
                 status, job, n, width, size, seconds = FROM_CHILD.unpack_from(buf, at)
                 if len(buf) - at - head < size:
                     break
-                payload = bytes(buf[at + head : at + head + size])
+                payload = buf[at + head : at + head + size]  # a copy: buf shrinks below
                 at += head + size
                 done = self._jobs.pop(job, None)
                 if done is None:
@@ -286,25 +286,13 @@ def _forecast(entry: Any, x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(scaler.around(predictor, x, target), dtype=np.float64)
 
 
-def _pickled(value: Any) -> bytes:
-    """`value` pickled — an exception that will not pickle as a RuntimeError of its text."""
+def _portable(error: BaseException) -> BaseException:
+    """`error` itself if it survives pickling, else a RuntimeError of its text."""
     try:
-        data = pickle.dumps(value)
-        pickle.loads(data)
-        return data
+        pickle.loads(pickle.dumps(error))
+        return error
     except Exception:
-        if isinstance(value, list):
-            return pickle.dumps([_unpicklable(v) for v in value])
-        return pickle.dumps(RuntimeError(f"{type(value).__name__}: {value}"))
-
-
-def _unpicklable(value: Any) -> Any:
-    if isinstance(value, BaseException):
-        try:
-            pickle.loads(pickle.dumps(value))
-        except Exception:
-            return RuntimeError(f"{type(value).__name__}: {value}")
-    return value
+        return RuntimeError(f"{type(error).__name__}: {error}")
 
 
 def _answer(entry: Any, x: np.ndarray, job: int) -> bytes:
@@ -313,15 +301,15 @@ def _answer(entry: Any, x: np.ndarray, job: int) -> bytes:
         y = _forecast(entry, x)
     except Exception as exc:
         if len(x) == 1 or isinstance(exc, NotRunHere):
-            data = _pickled(exc)
+            data = pickle.dumps(_portable(exc))
             return FROM_CHILD.pack(FAILED, job, 1, 0, len(data), 0.0) + data
         rows: list[Any] = []  # one bad window fails only its own request
         for row in x:
             try:
                 rows.append(_forecast(entry, row[None])[0])
             except Exception as row_exc:
-                rows.append(row_exc)
-        data = _pickled(rows)
+                rows.append(_portable(row_exc))
+        data = pickle.dumps(rows)
         seconds = time.perf_counter() - started
         return FROM_CHILD.pack(MIXED, job, len(x), 0, len(data), seconds) + data
     seconds = time.perf_counter() - started
@@ -329,7 +317,7 @@ def _answer(entry: Any, x: np.ndarray, job: int) -> bytes:
     return FROM_CHILD.pack(OK, job, n, width, y.nbytes, seconds) + y.tobytes()
 
 
-def _open(payload: bytes, threads: int = 1) -> Any:
+def _open(payload: bytes | bytearray, threads: int = 1) -> Any:
     from tsloom.forecast.onnx_runtime import OnnxPredictor
 
     try:
@@ -355,7 +343,7 @@ def serve_forever(sock: socket.socket, threads: int = 1) -> None:
             kind, ident, mid, n, steps, feats, size = TO_CHILD.unpack_from(buf, at)
             if len(buf) - at - head < size:
                 break
-            payload = bytes(buf[at + head : at + head + size])
+            payload = buf[at + head : at + head + size]  # a copy: buf shrinks below
             at += head + size
             if kind == REGISTER:
                 models[ident] = _open(payload, threads)
