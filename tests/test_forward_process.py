@@ -166,9 +166,9 @@ def test_collected_models_are_forgotten_by_the_child(world: World) -> None:
 def test_when_the_child_dies_its_batches_run_in_process_and_it_restarts(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import tsloom.serve.batching as batching
+    import tsloom.serve.forward_process as forward_process
 
-    monkeypatch.setattr(batching, "RESTARTS", 1)  # one restart, then in-process for good
+    monkeypatch.setattr(forward_process, "RESTARTS", 1)  # one restart, then in-process for good
     want = predict_batch(world.model, world.windows[:1])[0]
 
     async def main() -> None:
@@ -177,7 +177,7 @@ def test_when_the_child_dies_its_batches_run_in_process_and_it_restarts(
             batcher.prepare([world.model])
 
             def current() -> ForwardProcess:
-                return next(iter(batcher._processes.values()))
+                return next(iter(batcher._forward._by_loop.values()))
 
             async def ask() -> np.ndarray:
                 return await asyncio.wait_for(
@@ -230,7 +230,7 @@ def test_a_model_the_child_cannot_open_runs_in_process(world: World) -> None:
             batcher = Batcher(pool, max_wait=0.0, forward_process=True)
             got = await asyncio.wait_for(batcher.submit("m", model, window), 60)
             assert np.array_equal(got, predict_batch(LogScaled(world), [window])[0])
-            assert next(iter(batcher._processes.values())).alive  # the child lives on
+            assert len(batcher.forward_processes) == 1  # the child lives on
             await batcher.close()
 
     asyncio.run(main())
@@ -250,7 +250,7 @@ def test_the_server_sends_onnx_forward_passes_to_the_process(world: World) -> No
             got = client.post(f"/v1/models/{world.ref}/predict", json={"rows": world.rows})
             assert got.status_code == 200, got.text
             answers[enabled] = got.json()["predictions"]
-            procs = list(batcher._processes.values())
+            procs = batcher.forward_processes
             assert len(procs) == (1 if enabled else 0)
             ready = client.get("/readyz").json()["forward_process"]
             assert ready.startswith("running (pid") if enabled else ready == "off"

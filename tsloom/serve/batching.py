@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import logging
 import queue
 import threading
 import time
@@ -23,14 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from tsloom.serve.forward_process import ForwardProcess, NotRunHere, can_run
+from tsloom.serve.forward_process import ForwardProcess, ForwardProcesses, NotRunHere, can_run
 from tsloom.serve.metrics import Metrics
 
 INLINE_S = 0.0  # a batch expected to run within this runs on the event loop (0: never)
-RESTARTS = 3  # a failed forward-pass process is started again at most this often ...
-RESTART_WINDOW_S = 60.0  # ... within this long; then forward passes stay in-process
-
-log = logging.getLogger("tsloom.serve")
 
 
 class Overloaded(Exception):
@@ -160,12 +155,11 @@ class Batcher:
     on the pool) this took the server's CPU per request from about 0.8 to 0.55 ms.
 
     With `forward_process`, every batch of a model with an ONNX predictor goes instead to
-    a child process (:class:`~tsloom.serve.forward_process.ForwardProcess`, one per event
-    loop, started with the first such batch or by :meth:`prepare`), which runs its forward
-    pass with an interpreter of its own. Should that process die, its batches in flight run
-    here as above, and the next batch starts a new one — at most `RESTARTS` times in
-    `RESTART_WINDOW_S`; a process that keeps failing leaves all forward passes here. A
-    batch whose model the process could not open runs here as well."""
+    a child process (:class:`~tsloom.serve.forward_process.ForwardProcesses`: one per event
+    loop, started with the first such batch or by :meth:`prepare`, started again after a
+    failure within a budget), which runs its forward pass with an interpreter of its own.
+    A batch that process could not run — it died, or could not open the model — runs here
+    as above."""
 
     def __init__(
         self,
@@ -183,11 +177,7 @@ class Batcher:
         onnx_threads: int = 1,
     ) -> None:
         self.executor = executor
-        self.forward_process = forward_process
-        self._processes: dict[asyncio.AbstractEventLoop, ForwardProcess] = {}
-        self.onnx_threads = onnx_threads  # intra-op threads of the process's sessions
-        self._restarts: deque[float] = deque()  # when failed processes were replaced
-        self.last_failure: str | None = None  # why the last replaced process failed
+        self._forward = ForwardProcesses(threads=onnx_threads) if forward_process else None
         self.parallel = max(1, parallel)  # pool jobs in flight at once (its threads)
         self.max_batch = max_batch
         self.max_wait = max_wait
@@ -208,9 +198,7 @@ class Batcher:
         self._outstanding = 0  # admitted and not yet answered, across all lanes
         if metrics:  # read when scraped, not counted per request
             metrics.queued.set_function(self.pending)
-            metrics.forward_processes.set_function(
-                lambda: sum(p.alive for p in self._processes.values())
-            )
+            metrics.forward_processes.set_function(lambda: len(self.forward_processes))
         self.batches: list[int] = []  # recent batch sizes (bounded), for tests and stats
         self.inline_batches = 0  # batches run on the event loop (for tests and stats)
         self.partnered = 0  # of those, run by the partner thread while the loop waited
@@ -312,57 +300,31 @@ class Batcher:
         """On the event loop that will serve: start the forward-pass process now (when
         enabled) and send it `models`, so the first requests do not wait for either."""
         runnable = [m for m in models if can_run(m)]
-        if self.forward_process and runnable:
-            proc = self._process(asyncio.get_running_loop())
+        if self._forward is not None and runnable:
+            proc = self._forward.on(asyncio.get_running_loop())
             for model in runnable:
                 proc.register(model)
+
+    @property
+    def forward_processes(self) -> list[ForwardProcess]:
+        """The forward-pass processes alive now (none when off)."""
+        return self._forward.alive() if self._forward is not None else []
 
     def forward_process_state(self) -> str:
         """What the forward-pass process is doing, for /readyz: off, not started yet,
         running, or failed (forward passes then run in-process)."""
-        if not self.forward_process:
-            return "off"
-        states = [p.describe() for p in self._processes.values()]
-        if not states:
-            return "starts with the first ONNX batch"
-        if self.last_failure is not None:
-            states.append(
-                f"restarted {len(self._restarts)}× lately, last after {self.last_failure}"
-            )
-        return "; ".join(states)
-
-    def _process(self, loop: asyncio.AbstractEventLoop) -> ForwardProcess:
-        """The loop's forward-pass process: started on first use, and started again after
-        it failed unless it has failed too often lately."""
-        proc = self._processes.get(loop)
-        if proc is not None and proc.failure is not None and self._may_restart():
-            self.last_failure = proc.failure
-            log.warning("starting the forward-pass process again (it failed: %s)", proc.failure)
-            proc.close()
-            proc = None
-        if proc is None:
-            proc = self._processes[loop] = ForwardProcess(loop, threads=self.onnx_threads)
-        return proc
-
-    def _may_restart(self) -> bool:
-        now = time.monotonic()
-        while self._restarts and now - self._restarts[0] > RESTART_WINDOW_S:
-            self._restarts.popleft()
-        if len(self._restarts) >= RESTARTS:
-            return False
-        self._restarts.append(now)
-        return True
+        return self._forward.describe() if self._forward is not None else "off"
 
     def _to_process(self, lane: _Lane, batch: list) -> bool:
         """Send `batch` to the forward-pass process, if it is enabled, alive and can run
         the batch's model."""
         model = batch[0][0]
-        if not self.forward_process or not can_run(model):
+        if self._forward is None or not can_run(model):
             return False
         shape = batch[0][1].shape
         if any(item[0] is not model or item[1].shape != shape for item in batch):
             return False  # the in-process path runs such a batch request by request
-        proc = self._process(lane.loop)
+        proc = self._forward.on(lane.loop)
         if not proc.alive:
             return False
         lane.busy = True
@@ -525,6 +487,5 @@ class Batcher:
         if self._partner is not None:
             self._partner.close()
             self._partner = None
-        for proc in self._processes.values():
-            proc.close()
-        self._processes.clear()
+        if self._forward is not None:
+            self._forward.close()

@@ -40,12 +40,13 @@ import sys
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-__all__ = ["ForwardProcess", "ForwardProcessDied", "NotRunHere", "can_run"]
+__all__ = ["ForwardProcess", "ForwardProcessDied", "ForwardProcesses", "NotRunHere", "can_run"]
 
 log = logging.getLogger("tsloom.serve")
 
@@ -56,6 +57,8 @@ FAILED, OK, MIXED = 0, 1, 2
 SOCKET_BUFFER = 4 * 1024 * 1024
 FLUSH_AFTER_S = 0.0003  # the child sends what finished once it has worked this long
 LAST_JOB = 0xFFFFFFF0
+RESTARTS = 3  # a failed forward-pass process is started again at most this often ...
+RESTART_WINDOW_S = 60.0  # ... within this long; then forward passes stay in-process
 
 Done = Callable[[Any, "float | None"], None]  # (results or an exception, seconds)
 
@@ -273,6 +276,57 @@ class ForwardProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(2)
+
+
+class ForwardProcesses:
+    """A server's forward-pass processes, one per event loop: each started on first use,
+    and started again after it failed — at most `RESTARTS` times in `RESTART_WINDOW_S`;
+    one that keeps failing stays down (its loop's forward passes then run in-process)."""
+
+    def __init__(self, *, threads: int = 1) -> None:
+        self.threads = threads  # intra-op threads of the children's sessions
+        self._by_loop: dict[asyncio.AbstractEventLoop, ForwardProcess] = {}
+        self._restarts: deque[float] = deque()  # when failed processes were replaced
+        self._last_failure: str | None = None  # why the last replaced one failed
+
+    def on(self, loop: asyncio.AbstractEventLoop) -> ForwardProcess:
+        """`loop`'s process — alive, unless it failed too often lately."""
+        proc = self._by_loop.get(loop)
+        if proc is not None and proc.failure is not None and self._may_restart():
+            self._last_failure = proc.failure
+            log.warning("starting the forward-pass process again (it failed: %s)", proc.failure)
+            proc.close()
+            proc = None
+        if proc is None:
+            proc = self._by_loop[loop] = ForwardProcess(loop, threads=self.threads)
+        return proc
+
+    def _may_restart(self) -> bool:
+        now = time.monotonic()
+        while self._restarts and now - self._restarts[0] > RESTART_WINDOW_S:
+            self._restarts.popleft()
+        if len(self._restarts) >= RESTARTS:
+            return False
+        self._restarts.append(now)
+        return True
+
+    def alive(self) -> list[ForwardProcess]:
+        return [p for p in self._by_loop.values() if p.alive]
+
+    def describe(self) -> str:
+        """For /readyz: each process's state, and the last restart's cause."""
+        states = [p.describe() for p in self._by_loop.values()]
+        if not states:
+            return "starts with the first ONNX batch"
+        if self._last_failure is not None:
+            lately = len(self._restarts)
+            states.append(f"restarted {lately}× lately, last after {self._last_failure}")
+        return "; ".join(states)
+
+    def close(self) -> None:
+        for proc in self._by_loop.values():
+            proc.close()
+        self._by_loop.clear()
 
 
 # ------------------------------------------------------------------ the child
