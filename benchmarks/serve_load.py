@@ -343,17 +343,16 @@ def uvicorn_cmd(factory: str, port: int) -> list[str]:
     ]
 
 
-def start_tsloom(
-    refs: list[str], args: argparse.Namespace, runtime: str, **extra: str
-) -> tuple[Server, str]:
+def start_tsloom(refs: list[str], args: argparse.Namespace, system: str) -> tuple[Server, str]:
+    """`system`: tsloom (runtime `args.runtime`), tsloom-threads (onnx, forward passes
+    in-process) or tsloom-torch."""
     port = free_port()
-    if runtime != "onnx" or extra.get("TSLOOM_SERVE_FORWARD_PROCESS") == "0":
-        # forward passes on the server's threads: the settings that suit them here
-        extra = {
-            "TSLOOM_SERVE_INLINE_MS": str(args.inline_ms),
-            "TSLOOM_SERVE_SWITCH_INTERVAL_MS": str(args.switch_ms),
-            **extra,
-        }
+    runtime = {"tsloom": args.runtime, "tsloom-threads": "onnx"}.get(system, "torch")
+    in_child = runtime == "onnx" and system != "tsloom-threads"
+    extra = {"TSLOOM_SERVE_FORWARD_PROCESS": "1" if in_child else "0"}
+    if not in_child:  # forward passes on the server's threads: the settings that suit them
+        extra["TSLOOM_SERVE_INLINE_MS"] = str(args.inline_ms)
+        extra["TSLOOM_SERVE_SWITCH_INTERVAL_MS"] = str(args.switch_ms)
     env = _env(
         TSLOOM_SERVE_PRELOAD=",".join(refs),
         TSLOOM_SERVE_CACHE_SIZE=str(max(128, len(refs))),
@@ -363,8 +362,7 @@ def start_tsloom(
         TSLOOM_SERVE_RUNTIME=runtime,
         **extra,
     )
-    name = "tsloom" if runtime == args.runtime else f"tsloom-{runtime}"
-    server = Server(name, uvicorn_cmd("tsloom_app", port), env, ROOT)
+    server = Server(system, uvicorn_cmd("tsloom_app", port), env, ROOT)
     base = f"http://127.0.0.1:{port}"
     server.wait_for(f"{base}/readyz", lambda b: json.loads(b).get("resident") == len(refs))
     return server, base
@@ -729,13 +727,8 @@ def run_level(
             if system == "torchserve" and (args.ts_problem or n > args.ts_max_models):
                 continue
             started = time.perf_counter()
-            if system == "tsloom-threads":
-                server, base = start_tsloom(refs, args, "onnx", TSLOOM_SERVE_FORWARD_PROCESS="0")
-                server.name = system
-                urls = [f"{base}/v1/models/{ref}/predict" for ref in refs]
-            elif system.startswith("tsloom"):
-                runtime = args.runtime if system == "tsloom" else system.split("-", 1)[1]
-                server, base = start_tsloom(refs, args, runtime)
+            if system.startswith("tsloom"):
+                server, base = start_tsloom(refs, args, system)
                 urls = [f"{base}/v1/models/{ref}/predict" for ref in refs]
             elif system == "plain":
                 server, base = start_plain(refs)
