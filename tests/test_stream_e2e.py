@@ -86,12 +86,14 @@ def test_stream_predictions_equal_the_registry_model_offline(
     # What the stream should see per step: the mean of the readings that count.
     readings: dict[tuple[int, int], list[float]] = {}
     sent = [0]
+    messages = [0]  # published, to wait until the runner has taken every one
 
     def send(sensor: int, hour: int, minute: int, value: float, *, counts: bool = True) -> None:
         at = T0 + (TRAIN_HOURS + hour) * H + timedelta(minutes=minute)
         doc = {"t": ms(at), "sensor_id": sensor, "temp": value}
         publisher.publish(f"{base}/sensors/{sensor}", json.dumps(doc), qos=1).wait_for_publish(5)
         sent[0] += 1
+        messages[0] += 1
         if counts and sensor in (1, 2):
             readings.setdefault((sensor, hour), []).append(value)
 
@@ -110,17 +112,23 @@ def test_stream_predictions_equal_the_registry_model_offline(
                 for s in (1, 2)
             ]
             publisher.publish(f"{base}/sensors/batch", json.dumps(docs), qos=1).wait_for_publish(5)
+            messages[0] += 1
             for s in (1, 2):
                 readings[(s, hour)].append(0.0)
             sent[0] += 2
         if hour == 13:  # a malformed message is counted, not fatal
             publisher.publish(f"{base}/sensors/bad", b"not json", qos=1).wait_for_publish(5)
+            messages[0] += 1
 
     # watermark = last reading (hour 15 + 40 min) - 1 h → steps up to hour 13 completed
     last_step = STREAM_HOURS - 3
     expected_steps = list(range(IN_STEPS - 1, last_step + 1))
     deadline = time.monotonic() + 30
-    while len(received) < len(expected_steps) and time.monotonic() < deadline:
+    # every step's forecast, and every message taken (the last step can complete before
+    # the last messages are read: stopping then would leave them uncounted)
+    while (
+        len(received) < len(expected_steps) or runner.stats.messages < messages[0]
+    ) and time.monotonic() < deadline:
         got.wait(0.2)
         got.clear()
     stop.set()
